@@ -1,0 +1,3 @@
+from mammut_video.cli import main
+
+raise SystemExit(main())
