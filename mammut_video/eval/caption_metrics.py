@@ -1,0 +1,60 @@
+"""Caption metrics through pycocoevalcap: BLEU-1..4, METEOR, ROUGE-L, CIDEr (CIDEr-D).
+
+Captions are PTB-tokenised first (Java), then the whole split is scored in ONE call: CIDEr's
+document frequencies come from the reference set passed in, so scoring shards or batches
+separately would change the number. SPICE needs Stanford models downloaded at first use and
+cannot run offline; it is reported as unavailable, never as 0.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+
+SPICE_UNAVAILABLE = "unavailable (needs Stanford CoreNLP models downloaded at first use)"
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+def caption_metrics(
+    references: Mapping[str, Sequence[str]],
+    predictions: Mapping[str, str],
+    meteor: bool = True,
+) -> dict:
+    """Score one predicted caption per video against its reference captions.
+
+    references: video key -> reference captions (the whole split); predictions: video key ->
+    caption. A video without a prediction is scored with an empty caption (counts as wrong).
+    Returns the pycocoevalcap values (fractions in [0, 1], CIDEr unbounded) under
+    ``METRIC_NAMES`` plus ``"SPICE": SPICE_UNAVAILABLE``; METEOR is omitted when
+    ``meteor=False``.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    if not references:
+        raise ValueError("no reference captions to score against")
+    if shutil.which("java") is None:
+        raise RuntimeError("caption metrics need Java (PTB tokeniser, METEOR): install a JRE, e.g. openjdk-17")
+    empty = [k for k, caps in references.items() if not caps]
+    if empty:
+        raise ValueError(f"videos without reference captions: {empty[:5]}")
+    keys = list(references)
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in keys})
+    res = tokenizer.tokenize({k: [{"caption": predictions.get(k, "")}] for k in keys})
+
+    out: dict = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    out.update({f"BLEU-{n + 1}": float(b) for n, b in enumerate(bleu)})
+    if meteor:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorer = Meteor()
+        out["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        del scorer  # its __del__ stops the Java process
+    out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
+    out["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    out["SPICE"] = SPICE_UNAVAILABLE
+    return out

@@ -1,0 +1,68 @@
+"""Sharding an evaluation over processes started by ``torchrun`` (env RANK / WORLD_SIZE).
+
+Each rank evaluates the items ``rank::world_size`` and writes its own predictions file; after
+a barrier rank 0 merges them and computes the metrics, so the result equals a one-process run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass
+class DistContext:
+    """Where this process sits: ``rank`` of ``world_size``, on ``device``."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's slice of ``items`` (strided, so ranks get similar mixes)."""
+        return list(items[self.rank :: self.world_size])
+
+    def barrier(self) -> None:
+        if self.distributed:
+            if torch.distributed.get_backend() == "nccl":
+                torch.distributed.barrier(device_ids=[self.device.index])
+            else:
+                torch.distributed.barrier()
+
+    def close(self) -> None:
+        if self.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def init_distributed(device: str | None = None) -> DistContext:
+    """Join the process group when started by torchrun, else a single-process context.
+
+    device: "cpu", "cuda" or None (CUDA when available). Under torchrun each rank takes GPU
+    ``LOCAL_RANK``; the backend is nccl on GPU and gloo on CPU.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device} asked for, but CUDA is not available")
+    dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    return DistContext(rank=rank, world_size=world_size, device=dev)
