@@ -1,0 +1,224 @@
+"""MammutVideo: sparse-tube video encoder + MaMMUT two-pass decoder, and the ``create_model`` factory.
+
+Top-level parameters (openMaMMUT names): ``visual.*`` (see :mod:`.encoder`), ``text.*`` (see
+:mod:`.decoder`), ``map_viz2txt_kv`` (vision_width, text_width), ``logit_scale`` (log space,
+init log(1/0.07)) and, when ``config.logit_bias`` is set, ``logit_bias``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mammut_video.model.config import MammutVideoConfig
+from mammut_video.model.decoder import KV, TextDecoder
+from mammut_video.model.encoder import VideoEncoder
+from mammut_video.model.generation import generate
+from mammut_video.model.presets import get_preset
+
+
+@dataclass
+class VideoOutput:
+    """``tokens``: (B, N, Dv) visual tokens incl. CLS, before ``ln_post``; ``embedding``: (B, E)."""
+
+    tokens: torch.Tensor
+    embedding: torch.Tensor
+
+
+class MammutVideo(nn.Module):
+    def __init__(self, config: MammutVideoConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.visual = VideoEncoder(config.vision, config.embed_dim)
+        self.text = TextDecoder(config.text)
+        self.map_viz2txt_kv = nn.Parameter(torch.randn(config.vision.width, config.text.width) * config.vision.width ** -0.5)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        if config.logit_bias is not None:
+            self.logit_bias = nn.Parameter(torch.tensor(float(config.logit_bias)))
+        else:
+            self.logit_bias = None
+        self._tokenizer: Any = None
+        self._transforms: dict[bool, Any] = {}
+
+    # ----------------------------------------------------------------- helpers
+    @property
+    def tokenizer(self) -> Any:
+        """The tokenizer named by ``config.tokenizer`` (built on first use)."""
+        if self._tokenizer is None:
+            from mammut_video.text import build_tokenizer
+
+            self._tokenizer = build_tokenizer(self.config.tokenizer)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value: Any) -> None:
+        self._tokenizer = value
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale.device
+
+    def preprocess(self, clip: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """uint8 clip (T, H, W, C) -> float (C, T, H, W) resized, cropped and normalised for this model."""
+        if train not in self._transforms:
+            from mammut_video.video import build_clip_transform
+
+            v = self.config.vision
+            self._transforms[train] = build_clip_transform(v.image_size, v.mean, v.std, train)
+        return self._transforms[train](clip)
+
+    def save_pretrained(self, path: str) -> None:
+        """Write ``config.json`` + ``model.safetensors`` + tokenizer files to a directory."""
+        from mammut_video.checkpoint import save_pretrained
+
+        save_pretrained(self, path)
+
+    @property
+    def pad_id(self) -> int:
+        """Padding id of this model's tokenizer (CLIP BPE pads with 0, known without building it)."""
+        if self._tokenizer is None and self.config.tokenizer.get("type") == "clip_bpe":
+            return 0
+        return int(self.tokenizer.pad_id)
+
+    def _ids(self, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
+        if isinstance(texts, torch.Tensor):
+            return texts.to(self.device)
+        return self.tokenizer(list(texts), context_length=self.config.text.context_length).to(self.device)
+
+    # ----------------------------------------------------------------- encoders
+    def encode_video(self, video: torch.Tensor, normalize: bool = False) -> VideoOutput:
+        """video (B, C, T, H, W) -> VideoOutput(tokens (B, N, Dv), embedding (B, E), L2-normalised if asked)."""
+        tokens, embedding = self.visual(video)
+        if normalize:
+            embedding = F.normalize(embedding, dim=-1)
+        return VideoOutput(tokens, embedding)
+
+    def encode_text(self, texts: Sequence[str] | torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Strings or ids (B, L) -> contrastive text embedding (B, E) (bidirectional pass, no video)."""
+        ids = self._ids(texts)
+        feats = self.text.forward_contrastive(ids, pad_id=self.pad_id)
+        return F.normalize(feats, dim=-1) if normalize else feats
+
+    def cross_kv(self, tokens: torch.Tensor) -> list[KV]:
+        """Visual tokens (B, N, Dv) -> cross-attention K/V of every cross block, computed once per clip."""
+        return self.text.cross_kv(tokens @ self.map_viz2txt_kv)
+
+    def forward(self, video: torch.Tensor, text_ids: torch.Tensor,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Both passes on the same ids (MaMMUT).
+
+        video (B, C, T, H, W); text_ids (B, L). Without ``labels`` the generative pass runs on
+        ``text_ids[:, :-1]`` and ``labels = text_ids[:, 1:]`` (pads -> -100); with ``labels`` (B, L)
+        already aligned (``labels[:, t]`` is the target after ``text_ids[:, t]``, -100 = ignore)
+        it runs on all of ``text_ids``. Returns ``image_features`` (B, E), ``text_features`` (B, E)
+        (both unnormalised), ``logits`` (B, L', V), ``labels`` (B, L'), ``logit_scale`` (exp'd)
+        and ``logit_bias`` when the model has one.
+        """
+        pad_id = self.pad_id
+        tokens, image_features = self.visual(video)
+        text_features = self.text.forward_contrastive(text_ids, pad_id=pad_id)
+        if labels is None:
+            gen_ids = text_ids[:, :-1]
+            labels = text_ids[:, 1:].masked_fill(text_ids[:, 1:] == pad_id, -100)
+        else:
+            gen_ids = text_ids
+        logits, _ = self.text.forward_generative(gen_ids, self.cross_kv(tokens))
+        out = {"image_features": image_features, "text_features": text_features, "logits": logits,
+               "labels": labels, "logit_scale": self.logit_scale.exp()}
+        if self.logit_bias is not None:
+            out["logit_bias"] = self.logit_bias
+        return out
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(self, video: torch.Tensor, prompts: list[list[int]], **gen_kwargs: Any) -> list[list[int]]:
+        """video (B, C, T, H, W), one prompt (token ids) per clip -> new token ids per clip.
+
+        gen_kwargs: ``max_new_tokens``, ``num_beams``, ``length_penalty``, ``use_cache``.
+        """
+        if len(prompts) != video.shape[0]:
+            raise ValueError(f"{video.shape[0]} clips but {len(prompts)} prompts")
+        tok = self.tokenizer
+        kv = self.cross_kv(self.visual.forward_tokens(video))
+        return generate(self.text, kv, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id, **gen_kwargs)
+
+    def caption(self, video: torch.Tensor, **gen_kwargs: Any) -> list[str]:
+        """video (B, C, T, H, W) -> one caption per clip."""
+        gen_kwargs.setdefault("max_new_tokens", 30)
+        tok = self.tokenizer
+        out = self.generate(video, [[tok.sot_id] for _ in range(video.shape[0])], **gen_kwargs)
+        return [tok.decode(ids).strip() for ids in out]
+
+    def answer(self, video: torch.Tensor, questions: list[str], **gen_kwargs: Any) -> list[str]:
+        """video (B, C, T, H, W), one question per clip -> open-ended answers (QA prompt of ``mammut_video.text``)."""
+        from mammut_video.text.prompts import qa_prompt_ids
+
+        if len(questions) != video.shape[0]:
+            raise ValueError(f"{video.shape[0]} clips but {len(questions)} questions")
+        gen_kwargs.setdefault("max_new_tokens", 10)
+        tok = self.tokenizer
+        out = self.generate(video, qa_prompt_ids(tok, questions), **gen_kwargs)
+        return [tok.decode(ids).strip() for ids in out]
+
+    @torch.no_grad()
+    def rank_answers(self, video: torch.Tensor, questions: list[str], candidates: list[str],
+                     batch_size: int = 64, length_normalize: bool = False) -> torch.Tensor:
+        """Score every candidate answer for every (clip, question) by decoder likelihood.
+
+        video (B, C, T, H, W), B questions, K candidates -> (B, K): the summed log-probability of
+        the candidate's tokens plus the final EOT after the QA prompt (divided by that token count
+        when ``length_normalize``). Cross-attention K/V are computed once per clip and shared by
+        all candidates.
+        """
+        from mammut_video.text.prompts import qa_prompt_ids
+
+        if len(questions) != video.shape[0]:
+            raise ValueError(f"{video.shape[0]} clips but {len(questions)} questions")
+        tok = self.tokenizer
+        kv_all = self.cross_kv(self.visual.forward_tokens(video))
+        answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
+        scores = torch.empty(video.shape[0], len(candidates))
+        limit = self.config.text.context_length
+        for b, prompt in enumerate(qa_prompt_ids(tok, questions)):
+            for start in range(0, len(answers), batch_size):
+                chunk = answers[start: start + batch_size]
+                seqs = [(prompt + a)[:limit] for a in chunk]
+                n = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), n), tok.pad_id, dtype=torch.long)
+                target = torch.full((len(seqs), n), -100, dtype=torch.long)
+                for i, s in enumerate(seqs):
+                    ids[i, : len(s)] = torch.tensor(s)
+                    target[i, len(prompt) - 1: len(s) - 1] = torch.tensor(s[len(prompt):])
+                ids, target = ids.to(self.device), target.to(self.device)
+                kv = [(k[b: b + 1].expand(len(seqs), -1, -1, -1), v[b: b + 1].expand(len(seqs), -1, -1, -1))
+                      for k, v in kv_all]
+                logits, _ = self.text.forward_generative(ids, kv)
+                logp = logits.float().log_softmax(-1)
+                mask = target != -100
+                token_lp = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * mask
+                total = token_lp.sum(1)
+                if length_normalize:
+                    total = total / mask.sum(1).clamp(min=1)
+                scores[b, start: start + len(seqs)] = total.cpu()
+        return scores
+
+
+def create_model(name_or_config: str | MammutVideoConfig | dict, **overrides: Any) -> MammutVideo:
+    """Build a randomly initialised model from a preset name, a config or a config dict.
+
+    ``overrides`` replace top-level config fields (e.g. ``num_frames=16``, ``tokenizer={...}``).
+    """
+    if isinstance(name_or_config, str):
+        config = get_preset(name_or_config)
+    elif isinstance(name_or_config, dict):
+        config = MammutVideoConfig.from_dict(name_or_config)
+    else:
+        config = MammutVideoConfig.from_dict(name_or_config.to_dict())
+    if overrides:
+        config = MammutVideoConfig.from_dict({**config.to_dict(), **overrides})
+    return MammutVideo(config)

@@ -1,0 +1,84 @@
+"""Named model presets. ``get_preset(name)`` returns a fresh :class:`MammutVideoConfig`."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mammut_video.model.config import MammutVideoConfig, TextConfig, TubeSpec, VisionConfig, scale_tubes
+
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def b16_tubes() -> list[TubeSpec]:
+    """The sparse-tube table for a patch-16 ViT at 224x224, 32 frames: 539 tokens (+ CLS)."""
+    return [
+        TubeSpec("a", (8, 8, 8), (16, 32, 32), (0, 0, 0)),
+        TubeSpec("b", (16, 4, 4), (6, 32, 32), (4, 8, 8)),
+        TubeSpec("c", (4, 12, 12), (16, 32, 32), (0, 16, 16)),
+        TubeSpec("image", (1, 16, 16), (32, 16, 16), (0, 0, 0)),
+    ]
+
+
+def _tiny() -> MammutVideoConfig:
+    # 8 frames at 112x112: tubes a/b/c have their time axis scaled by 8/32 -> 131 tokens + CLS
+    tubes = [
+        TubeSpec("a", (2, 8, 8), (4, 32, 32), (0, 0, 0)),
+        TubeSpec("b", (4, 4, 4), (2, 32, 32), (1, 8, 8)),
+        TubeSpec("c", (1, 12, 12), (4, 32, 32), (0, 16, 16)),
+        TubeSpec("image", (1, 16, 16), (8, 16, 16), (0, 0, 0)),
+    ]
+    return MammutVideoConfig(
+        name="mammut-video-tiny",
+        vision=VisionConfig(
+            timm_model="vit_tiny_patch16_224", timm_kwargs={"img_size": 112, "depth": 4},
+            image_size=112, patch_size=16, width=192, tubes=tubes),
+        text=TextConfig(vocab_size=49408, context_length=32, width=128, heads=4, layers=4, cross_attn_ratio=2),
+        tokenizer={"type": "clip_bpe"},
+        embed_dim=128,
+        num_frames=8,
+    )
+
+
+def _b16() -> MammutVideoConfig:
+    return MammutVideoConfig(
+        name="mammut-video-B-16",
+        vision=VisionConfig(
+            timm_model="vit_base_patch16_224", image_size=224, patch_size=16, width=768, tubes=b16_tubes()),
+        text=TextConfig(vocab_size=49408, context_length=77, width=768, heads=12, layers=12, cross_attn_ratio=2),
+        tokenizer={"type": "clip_bpe"},
+        embed_dim=768,
+        num_frames=32,
+    )
+
+
+def _l14() -> MammutVideoConfig:
+    # openMaMMUT ViT-L/14 layout; timm's CLIP ViT-L/14 has ln_pre (norm_pre) and a bias-free patch embed
+    return MammutVideoConfig(
+        name="mammut-video-L-14",
+        vision=VisionConfig(
+            timm_model="vit_large_patch14_clip_224", image_size=224, patch_size=14, width=1024,
+            tubes=scale_tubes(b16_tubes(), 14 / 16), mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
+        text=TextConfig(vocab_size=49408, context_length=77, width=768, heads=12, layers=12, cross_attn_ratio=2),
+        tokenizer={"type": "clip_bpe"},
+        embed_dim=768,
+        num_frames=32,
+    )
+
+
+_PRESETS: dict[str, Callable[[], MammutVideoConfig]] = {
+    "mammut-video-tiny": _tiny,
+    "mammut-video-B-16": _b16,
+    "mammut-video-L-14": _l14,
+}
+
+
+def list_presets() -> list[str]:
+    """Names accepted by ``create_model``."""
+    return list(_PRESETS)
+
+
+def get_preset(name: str) -> MammutVideoConfig:
+    if name not in _PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(_PRESETS)}")
+    return _PRESETS[name]()

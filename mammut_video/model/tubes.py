@@ -1,0 +1,92 @@
+"""Sparse video tubes: kernel inflation and token positions (DESIGN.md §2.1).
+
+Every tube is a strided 3D convolution whose outputs become tokens. A token's position is the
+centre of its receptive field, ``idx * stride + offset + kernel // 2`` in input pixels / frames.
+Spatially it takes the pretrained 2D position table bilinearly sampled at that centre; videos
+(T > 1) also get a fixed 1D sin-cos embedding of the centre frame over the full width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from mammut_video.model.config import TubeSpec
+
+
+def inflate_kernel(weight: torch.Tensor, kernel: tuple[int, int, int]) -> torch.Tensor:
+    """Inflate a 2D patch kernel into a 3D tube kernel.
+
+    weight: (D, C, P, P) -> (D, C, kt, kh, kw). The spatial kernel is resized bilinearly and scaled by
+    P*P / (kh*kw); a uniform correction then makes each (D, C) slice sum exactly to the 2D kernel's
+    sum (bilinear resizing alone only preserves it approximately, e.g. 16 -> 12). The result is
+    repeated kt times along time and divided by kt, so a constant-colour clip gives the same
+    response as the image kernel.
+    """
+    kt, kh, kw = kernel
+    d, c, p, q = weight.shape
+    w = weight.detach().float()
+    if (kh, kw) != (p, q):
+        resized = F.interpolate(w, size=(kh, kw), mode="bilinear", align_corners=False, antialias=kh < p or kw < q)
+    else:
+        resized = w.clone()
+    resized = resized * (p * q) / (kh * kw)
+    deficit = w.sum(dim=(2, 3), keepdim=True) - resized.sum(dim=(2, 3), keepdim=True)
+    resized = resized + deficit / (kh * kw)
+    out = resized.unsqueeze(2).repeat(1, 1, kt, 1, 1) / kt
+    return out.to(weight.dtype)
+
+
+def tube_centres(tube: TubeSpec, t: int, h: int, w: int) -> torch.Tensor:
+    """Centres of all tokens of one tube as float (N, 3) in (frame, y, x), tokens in (t, h, w) order."""
+    axes = []
+    for n, k, s, o in zip(tube.grid(t, h, w), tube.kernel, tube.stride, tube.offset):
+        axes.append(torch.arange(n, dtype=torch.float64) * s + o + k // 2)
+    grid = torch.meshgrid(*axes, indexing="ij")
+    return torch.stack([g.reshape(-1) for g in grid], dim=-1)
+
+
+def bilinear_matrix(yx: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
+    """Weights that bilinearly sample a (Gh*Gw, D) table at pixel centres.
+
+    yx: (N, 2) pixel coordinates -> (N, Gh*Gw) float64 matrix. Pixel ``c`` maps to grid coordinate
+    ``c * G / size - 0.5`` (cell i is centred on pixel ``(i + 0.5) * size / G``), clamped to the table.
+    At a cell centre the weights are exactly one-hot, so the image tube reads the table unchanged.
+    """
+    gh, gw = grid_hw
+    coords = []
+    for axis, (g, size) in enumerate(((gh, image_hw[0]), (gw, image_hw[1]))):
+        coords.append((yx[:, axis] * g / size - 0.5).clamp(0, g - 1))
+    gy, gx = coords
+    y0, x0 = gy.floor().long(), gx.floor().long()
+    y1, x1 = (y0 + 1).clamp(max=gh - 1), (x0 + 1).clamp(max=gw - 1)
+    wy, wx = gy - y0, gx - x0
+    n = yx.shape[0]
+    rows = torch.arange(n).repeat(4)
+    cols = torch.cat([y0 * gw + x0, y0 * gw + x1, y1 * gw + x0, y1 * gw + x1])
+    vals = torch.cat([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx])
+    m = torch.zeros(n, gh * gw, dtype=torch.float64)
+    m.index_put_((rows, cols), vals, accumulate=True)
+    return m
+
+
+def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed sin-cos embedding of scalar positions: (N,) -> (N, dim), [sin | cos] halves."""
+    if dim % 2:
+        raise ValueError(f"sin-cos embedding needs an even width, got {dim}")
+    omega = torch.arange(dim // 2, dtype=torch.float64) / (dim // 2)
+    omega = 1.0 / temperature ** omega
+    angles = positions.to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def active_tubes(tubes: list[TubeSpec], t: int, h: int, w: int) -> list[TubeSpec]:
+    """Tubes that fit a (t, h, w) input; tubes whose kernel is longer than the clip are skipped."""
+    return [tube for tube in tubes if math.prod(tube.grid(t, h, w)) > 0]
+
+
+def num_tokens(tubes: list[TubeSpec], t: int, h: int, w: int, cls_token: bool = True) -> int:
+    """Token count of a (t, h, w) clip through this tube set (+1 for CLS)."""
+    return sum(math.prod(tube.grid(t, h, w)) for tube in active_tubes(tubes, t, h, w)) + int(cls_token)
