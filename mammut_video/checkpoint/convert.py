@@ -1,0 +1,290 @@
+"""Import weights from timm, open_clip / OpenAI-CLIP and openMaMMUT into a mammut-video model.
+
+Every importer does the same four things: read the file (:func:`read_state_dict`), read the
+model size off its shapes (:mod:`~mammut_video.checkpoint.arch`, or check the user's preset
+against them), rename the keys into our layout, and load them all-or-nothing. What the
+source does not hold (a timm ViT has no decoder) keeps the model's fresh initialisation, and
+the result says so in ``model.provenance["fresh"]``. Video tubes are always re-inflated from
+the imported patch embedding.
+
+Key renames (ours on the right):
+
+- timm ViT: ``*`` -> ``visual.trunk.*`` (``head.*`` dropped: the trunk has no classifier).
+- open_clip visual tower: ``visual.conv1`` -> ``visual.trunk.patch_embed.proj``,
+  ``class_embedding`` -> ``cls_token``, ``positional_embedding`` -> ``pos_embed``, ``ln_pre`` ->
+  ``norm_pre``, ``transformer.resblocks.N`` -> ``blocks.N`` (``in_proj_`` -> ``qkv.``,
+  ``c_fc``/``c_proj`` -> ``fc1``/``fc2``), ``ln_post`` -> ``visual.trunk.norm``; ``visual.proj``
+  stays. This is timm's own ``_convert_openai_clip`` via ``checkpoint_filter_fn``.
+- openMaMMUT: the visual tower as above; ``text.*``, ``map_viz2txt_kv``, ``logit_scale``,
+  ``logit_bias`` keep their names, except the LAION fork's vocab head ``text.text_projection``
+  which becomes ``text.lm_head`` (same (width, vocab) matrix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mammut_video.checkpoint.arch import (
+    Arch, TextArch, VisionArch, clip_vision_arch, mammut_text_arch, timm_vision_arch)
+from mammut_video.checkpoint.files import CheckpointError, StateDict, read_state_dict
+from mammut_video.checkpoint.pretrained import now_utc
+from mammut_video.checkpoint.strict import check_state_dict
+
+SOURCES = ("timm", "open_clip", "openmammut")
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# open_clip visual-tower keys that belong to the ViT body (CoCa's attentional poolers do not)
+_CLIP_BODY = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.", "transformer.")
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def _arch_of_model(model: nn.Module) -> Arch:
+    """The same facts, read off a freshly built model (used to check a preset)."""
+    sd = model.state_dict()
+    trunk = {k[len("visual.trunk."):]: v for k, v in sd.items() if k.startswith("visual.trunk.")}
+    vision = timm_vision_arch(trunk, "preset")
+    cfg = model.config.vision
+    vision.quick_gelu = "quick_gelu" in f"{cfg.timm_model} {cfg.timm_kwargs.get('act_layer', '')}"
+    return Arch(vision=vision, text=mammut_text_arch(sd, "preset"), embed_dim=sd["visual.proj"].shape[1])
+
+
+def _compare(arch: Arch, model_arch: Arch, preset: str, source: str, checks: tuple[str, ...]) -> list[str]:
+    notes, problems = [], []
+    v, m = arch.vision, model_arch.vision
+    pairs: list[tuple[str, Any, Any]] = [
+        ("vision width", v.width, m.width), ("vision layers", v.depth, m.depth),
+        ("patch size", v.patch_size, m.patch_size), ("vision mlp ratio", v.mlp_ratio, m.mlp_ratio),
+        ("ln_pre / norm_pre", v.pre_norm, m.pre_norm), ("patch bias", v.patch_bias, m.patch_bias),
+        ("QuickGELU activation", v.quick_gelu, m.quick_gelu),
+    ]
+    if "text" in checks and arch.text is not None:
+        t, mt = arch.text, model_arch.text
+        pairs += [
+            ("text width", t.width, mt.width), ("text layers", t.layers, mt.layers),
+            ("vocab size", t.vocab_size, mt.vocab_size), ("context length", t.context_length, mt.context_length),
+            ("cross_attn_ratio", t.cross_attn_ratio, mt.cross_attn_ratio), ("text mlp ratio", t.mlp_ratio, mt.mlp_ratio),
+        ]
+    if "embed" in checks and arch.embed_dim is not None:
+        pairs.append(("embed dim", arch.embed_dim, model_arch.embed_dim))
+    for name, got, want in pairs:
+        if got != want:
+            problems.append(f"  {name}: weights {got}, preset {want}")
+    if problems:
+        raise CheckpointError(
+            f"{source}: preset {preset!r} does not match the weights; omit --preset to infer the size "
+            "from the weights:\n" + "\n".join(problems))
+    if v.image_size != m.image_size:
+        notes.append(f"position table resampled from {v.image_size}px to the preset's {m.image_size}px")
+    return notes
+
+
+def _inferred_config(arch: Arch, kind: str):
+    """A config for exactly the size the weights have (tube table scaled to the patch size)."""
+    from mammut_video.model.config import TextConfig, VisionConfig, scale_tubes
+    from mammut_video.model.presets import b16_tubes, get_preset
+
+    base = get_preset("mammut-video-B-16")
+    v = arch.vision
+    timm_model, timm_kwargs = v.timm_spec()
+    clip_like = kind != "timm"
+    vision = VisionConfig(
+        timm_model=timm_model, timm_kwargs=timm_kwargs, image_size=v.image_size, patch_size=v.patch_size,
+        width=v.width, tubes=scale_tubes(b16_tubes(), v.patch_size / 16) if v.patch_size != 16 else b16_tubes(),
+        mean=OPENAI_CLIP_MEAN if clip_like else base.vision.mean,
+        std=OPENAI_CLIP_STD if clip_like else base.vision.std,
+    )
+    if arch.text is not None:
+        t = arch.text
+        text = TextConfig(vocab_size=t.vocab_size, context_length=t.context_length, width=t.width, heads=t.heads,
+                          layers=t.layers, mlp_ratio=t.mlp_ratio, cross_attn_ratio=t.cross_attn_ratio)
+    elif arch.embed_dim is not None and arch.embed_dim != base.text.width:
+        text = TextConfig(width=arch.embed_dim, heads=max(1, arch.embed_dim // 64))
+    else:
+        text = base.text
+    base.name = "custom"
+    base.vision, base.text = vision, text
+    base.embed_dim = text.width
+    return base
+
+
+def _build(arch: Arch, kind: str, preset: str | None, source: str, checks: tuple[str, ...]):
+    """(model with fresh weights, notes) for the weights' size or the user's preset."""
+    from mammut_video.model import create_model
+
+    if preset is None:
+        model = create_model(_inferred_config(arch, kind))
+        return model, [f"model size inferred from the weights (attention heads = width // 64)"]
+    model = create_model(preset)
+    return model, _compare(arch, _arch_of_model(model), preset, source, checks)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _load_covered(model: nn.Module, ours: StateDict, covered: Callable[[str], bool], source: str) -> None:
+    """Strictly load the keys the source is meant to cover; everything else keeps its init."""
+    full = model.state_dict()
+    expected = {k: v.shape for k, v in full.items() if covered(k)}
+    check_state_dict(expected, ours, source, what=f"the {type(model).__name__} layout")
+    merged = {k: ours.get(k, v) for k, v in full.items()}
+    model.load_state_dict(merged, strict=True)
+    model.visual.inflate_tubes()
+
+
+def _timm_filter(sd: StateDict, trunk: nn.Module) -> StateDict:
+    """timm's own conversion (open_clip names, pos-embed / patch resampling) for our trunk."""
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    return checkpoint_filter_fn(sd, trunk)
+
+
+def _provenance(kind: str, path: Path, fresh: list[str], notes: list[str], preset: str | None) -> dict[str, Any]:
+    from mammut_video import __version__
+
+    return {
+        "source": kind, "path": str(path.resolve()), "file_bytes": path.stat().st_size,
+        "sha256": sha256_of(path), "preset": preset, "fresh": fresh, "notes": notes,
+        "converted_at": now_utc(), "converter": f"mammut-video {__version__}",
+    }
+
+
+def from_timm(path: str | os.PathLike, preset: str | None = None) -> nn.Module:
+    """A timm ViT state dict -> model (trunk imported, tubes inflated, decoder fresh)."""
+    path = Path(path)
+    source = str(path)
+    sd = read_state_dict(path)
+    arch = Arch(vision=timm_vision_arch(sd, source))
+    model, notes = _build(arch, "timm", preset, source, checks=())
+    trunk = _timm_filter(sd, model.visual.trunk)
+    dropped = sorted(k for k in trunk if k.startswith("head."))
+    ours = {f"visual.trunk.{k}": v for k, v in trunk.items() if not k.startswith("head.")}
+    if dropped:
+        notes.append(f"classifier head dropped ({', '.join(dropped)})")
+    _load_covered(model, ours, lambda k: k.startswith("visual.trunk."), source)
+    fresh = ["video tubes (inflated from the patch embedding)", "visual.proj", "text decoder",
+             "map_viz2txt_kv", "logit_scale"]
+    model.provenance = _provenance("timm", path, fresh, notes, preset)
+    return model.eval()
+
+
+def _clip_visual(sd: StateDict, trunk: nn.Module, keep_head: bool) -> tuple[StateDict, list[str]]:
+    """open_clip ``visual.*`` -> ``visual.trunk.*`` (+ ``visual.proj``); returns (ours, dropped groups)."""
+    body = {k: v for k, v in sd.items() if k.startswith("visual.") and
+            (keep_head or k[len("visual."):].startswith(_CLIP_BODY))}
+    dropped = sorted({k.split(".")[1] for k in sd if k.startswith("visual.") and k not in body})
+    converted = _timm_filter(body, trunk)
+    ours = {f"visual.trunk.{k}": v for k, v in converted.items() if not k.startswith("head.")}
+    if "head.weight" in converted:
+        ours["visual.proj"] = converted["head.weight"].t().contiguous()
+    return ours, dropped
+
+
+def from_open_clip(
+    path: str | os.PathLike, preset: str | None = None, quick_gelu: bool | None = None
+) -> nn.Module:
+    """An open_clip / OpenAI-CLIP / CoCa checkpoint -> model (visual tower imported, decoder fresh).
+
+    ``quick_gelu``: the tower's activation (OpenAI's CLIP weights use QuickGELU, open_clip's own
+    trainings GELU); ``None`` detects OpenAI's original files by their metadata entries.
+    """
+    path = Path(path)
+    source = str(path)
+    sd = read_state_dict(path)
+    if "visual.trunk.pos_embed" in sd:
+        raise CheckpointError(f"{source}: open_clip towers with a timm trunk are not supported; "
+                              "extract visual.trunk.* into a timm state dict and use --from timm")
+    coca = any(k.startswith("visual.attn_pool") for k in sd)
+    vision = clip_vision_arch(sd, source)
+    vision.quick_gelu = _uses_quick_gelu(sd) if quick_gelu is None else quick_gelu
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        sd.pop(key, None)
+    embed = None if coca else sd["visual.proj"].shape[1]
+    arch = Arch(vision=vision, embed_dim=embed)
+    model, notes = _build(arch, "open_clip", preset, source, checks=("embed",) if embed else ())
+    ours, dropped = _clip_visual(sd, model.visual.trunk, keep_head=not coca)
+    if coca:
+        notes.append("CoCa attentional pooler, ln_post and proj are not part of the ViT body: "
+                     "visual.trunk.norm and visual.proj start fresh")
+    if dropped:
+        notes.append(f"visual tower parts not used: {', '.join(dropped)}")
+    notes.append("text tower of the source ignored (the MaMMUT decoder replaces it)")
+    covered_head = not coca
+    _load_covered(
+        model, ours,
+        lambda k: k.startswith("visual.trunk.") and (covered_head or not k.startswith("visual.trunk.norm."))
+        or (covered_head and k == "visual.proj"),
+        source)
+    fresh = ["video tubes (inflated from the patch embedding)", "text decoder", "map_viz2txt_kv", "logit_scale"]
+    if coca:
+        fresh[1:1] = ["visual.trunk.norm (ln_post)", "visual.proj"]
+    model.provenance = _provenance("open_clip", path, fresh, notes, preset)
+    return model.eval()
+
+
+def _uses_quick_gelu(sd: StateDict) -> bool:
+    # OpenAI's own CLIP weights were trained with QuickGELU; their files carry no act marker,
+    # but only they store the image-size-free 'input_resolution'/'context_length' scalars.
+    return any(k in sd for k in ("input_resolution", "context_length", "vocab_size"))
+
+
+def mammut_key_map(sd: StateDict, source: str) -> StateDict:
+    """The non-visual openMaMMUT keys in our names (fork ``text.text_projection`` -> ``text.lm_head``)."""
+    out = {k: v for k, v in sd.items() if not k.startswith("visual.")}
+    if "text.text_projection" in out:
+        if "text.lm_head" in out:
+            raise CheckpointError(
+                f"{source}: has both text.lm_head and text.text_projection (an upstream open_clip MaMMUT "
+                "with proj_type='linear'); mammut-video's contrastive text feature has no projection")
+        out["text.lm_head"] = out.pop("text.text_projection")
+    return out
+
+
+def from_openmammut(path: str | os.PathLike, preset: str | None = None) -> nn.Module:
+    """An openMaMMUT checkpoint (LAION fork or upstream open_clip layout) -> model, all weights imported."""
+    path = Path(path)
+    source = str(path)
+    sd = read_state_dict(path)
+    if "map_viz2txt_kv" not in sd:
+        raise CheckpointError(f"{source}: no map_viz2txt_kv; not an openMaMMUT checkpoint "
+                              "(use --from open_clip for CLIP / CoCa weights)")
+    arch = Arch(vision=clip_vision_arch(sd, source), text=mammut_text_arch(sd, source),
+                embed_dim=sd["visual.proj"].shape[1])
+    model, notes = _build(arch, "openmammut", preset, source, checks=("text", "embed"))
+    if preset is not None and model.config.tokenizer.get("type") != "clip_bpe":
+        raise CheckpointError(f"{source}: openMaMMUT uses the CLIP BPE tokenizer; preset {preset!r} does not")
+    ours, _ = _clip_visual(sd, model.visual.trunk, keep_head=True)
+    ours.update(mammut_key_map(sd, source))
+    _load_covered(model, ours, lambda k: not k.startswith("visual.tubes."), source)
+    fresh = ["video tubes (inflated from the patch embedding)"]
+    model.provenance = _provenance("openmammut", path, fresh, notes, preset)
+    return model.eval()
+
+
+CONVERTERS: dict[str, Callable[..., nn.Module]] = {
+    "timm": from_timm, "open_clip": from_open_clip, "openmammut": from_openmammut,
+}
+
+
+def convert(kind: str, path: str | os.PathLike, preset: str | None = None, **kwargs: Any) -> nn.Module:
+    """Dispatch on ``kind`` (one of :data:`SOURCES`); ``kwargs`` go to that importer."""
+    if kind not in CONVERTERS:
+        raise CheckpointError(f"unknown source {kind!r}; expected one of {', '.join(SOURCES)}")
+    return CONVERTERS[kind](path, preset=preset, **kwargs)
