@@ -1,0 +1,151 @@
+"""Reading annotation files with errors that name the file and the record.
+
+Every malformed input ends in :class:`AnnotationError` whose message starts with the file
+path and, where one is at fault, the record index (0-based position in the JSON array, the
+JSONL line number or the CSV data row number).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class AnnotationError(ValueError):
+    """An annotation file that cannot be used as it is. ``.path`` and ``.record`` say where."""
+
+    def __init__(self, path: str | Path, message: str, record: int | str | None = None):
+        self.path = Path(path)
+        self.record = record
+        where = f"{path}" if record is None else f"{path}: record {record}"
+        super().__init__(f"{where}: {message}")
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """Annotations or videos could not be found; the message lists every place looked at."""
+
+
+def read_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise AnnotationError(path, f"not UTF-8 text ({err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(path, f"malformed JSON at line {err.lineno} column {err.colno}: "
+                                    f"{err.msg}") from None
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """Records of a JSON-lines file; blank lines are skipped, the record index is the line number (1-based)."""
+    out = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise AnnotationError(path, f"malformed JSON on line {lineno}: {err.msg}",
+                                      record=f"#{len(out)} (line {lineno})") from None
+    return out
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise AnnotationError(path, "empty CSV file (expected a header line)")
+        rows = []
+        for i, row in enumerate(reader):
+            if None in row:  # more cells than header columns
+                raise AnnotationError(path, f"row has {len(reader.fieldnames) + len(row[None])} cells "
+                                            f"but the header has {len(reader.fieldnames)}",
+                                      record=f"#{i} (line {reader.line_num})")
+            rows.append({k.strip(): v for k, v in row.items() if v not in (None, "")})
+    return rows
+
+
+def read_records(path: Path) -> list[Any]:
+    """JSON array, JSONL or CSV by extension (``.json`` holding one object per line is read as JSONL)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return read_jsonl(path)
+    if suffix in (".csv", ".tsv"):
+        return read_csv(path)
+    if suffix == ".json":
+        try:
+            return read_json(path)
+        except AnnotationError:
+            first = path.read_text(encoding="utf-8").lstrip()[:1]
+            if first == "{" and _looks_like_jsonl(path):
+                return read_jsonl(path)
+            raise
+    raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl or .csv)")
+
+
+def _looks_like_jsonl(path: Path) -> bool:
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    return isinstance(json.loads(line), dict)
+                except json.JSONDecodeError:
+                    return False
+    return False
+
+
+class Fields:
+    """Typed access to one record's fields; every failure names the file and the record."""
+
+    def __init__(self, path: Path, index: int | str, record: Any):
+        if not isinstance(record, Mapping):
+            raise AnnotationError(path, f"expected an object with fields, got {type(record).__name__}", index)
+        self.path, self.index, self.record = path, index, record
+
+    def has(self, name: str) -> bool:
+        return self.record.get(name) not in (None, "")
+
+    def first_present(self, *names: str) -> str | None:
+        return next((n for n in names if self.has(n)), None)
+
+    def error(self, message: str) -> AnnotationError:
+        return AnnotationError(self.path, message, self.index)
+
+    def _get(self, names: tuple[str, ...]) -> tuple[str, Any]:
+        name = self.first_present(*names)
+        if name is None:
+            alts = " or ".join(repr(n) for n in names)
+            raise self.error(f"missing field {alts} (fields present: {', '.join(map(str, self.record)) or 'none'})")
+        return name, self.record[name]
+
+    def str(self, *names: str) -> str:
+        name, value = self._get(names)
+        if not isinstance(value, str):
+            raise self.error(f"field {name!r} must be a string, got {type(value).__name__} {value!r}")
+        return value
+
+    def id(self, *names: str) -> str | int:
+        """A string or an integer (ids, video ids); CSV digit strings stay strings."""
+        name, value = self._get(names)
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise self.error(f"field {name!r} must be a string or an integer, got {type(value).__name__} {value!r}")
+        return value
+
+    def optional_seconds(self, name: str) -> float | None:
+        if not self.has(name):
+            return None
+        value = self.record[name]
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise self.error(f"field {name!r} must be a number of seconds, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise self.error(f"field {name!r} must be a non-negative number of seconds, got {value!r}")
+        return float(value)

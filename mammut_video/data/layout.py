@@ -1,0 +1,149 @@
+"""Finding annotations and videos under a ``--data-root`` laid out however the download left it.
+
+The data root is scanned a few levels deep once; annotation files are matched by name (the
+first name in the caller's priority list wins, then the shallowest), video folders by how
+many files they hold whose name the dataset expects. Errors list the names and folders tried.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mammut_video.data.files import DatasetNotFoundError
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+MAX_DEPTH = 4
+
+
+def is_video_file(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+@dataclass
+class ScannedDir:
+    path: Path
+    depth: int
+    files: list[str]
+
+
+def scan(root: Path, max_depth: int = MAX_DEPTH) -> list[ScannedDir]:
+    """Every folder under ``root`` down to ``max_depth`` with its file names (symlinks followed once)."""
+    out: list[ScannedDir] = []
+    seen: set[str] = set()
+    stack = [(root, 0)]
+    while stack:
+        path, depth = stack.pop()
+        real = os.path.realpath(path)
+        if real in seen:
+            continue
+        seen.add(real)
+        files, subdirs = [], []
+        try:
+            with os.scandir(path) as it:
+                for entry in it:
+                    try:
+                        if entry.is_dir():
+                            if not entry.name.startswith("."):
+                                subdirs.append(entry.name)
+                        elif entry.is_file():
+                            files.append(entry.name)
+                    except OSError:
+                        continue
+        except OSError:
+            continue
+        out.append(ScannedDir(path, depth, sorted(files)))
+        if depth < max_depth:
+            stack.extend((path / d, depth + 1) for d in sorted(subdirs, reverse=True))
+    return out
+
+
+def _listing(dirs: Sequence[ScannedDir], limit: int = 25) -> str:
+    shown = "\n  ".join(str(d.path) for d in dirs[:limit])
+    more = f"\n  ... and {len(dirs) - limit} more folders" if len(dirs) > limit else ""
+    return f"  {shown}{more}"
+
+
+def find_annotation(root: Path, names: Sequence[str], what: str,
+                    scanned: list[ScannedDir] | None = None) -> Path:
+    """The annotation file under ``root`` whose name comes first in ``names`` (case-insensitive)."""
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{what}: data root {root} is not a folder")
+    scanned = scan(root) if scanned is None else scanned
+    rank = {n.lower(): i for i, n in enumerate(names)}
+    best: tuple[int, int, str] | None = None
+    for d in scanned:
+        for name in d.files:
+            r = rank.get(name.lower())
+            if r is not None:
+                key = (r, d.depth, str(d.path / name))
+                best = key if best is None or key < best else best
+    if best is None:
+        raise DatasetNotFoundError(
+            f"{what}: found none of [{', '.join(names)}] under {root} (searched {len(scanned)} "
+            f"folders, {MAX_DEPTH} levels deep):\n{_listing(scanned)}\n"
+            f"Pass the file with --annotations, or see datasets/*/README.md for the expected layouts.")
+    return Path(best[2])
+
+
+def find_video_dir(root: Path, wanted: Callable[[str], bool], what: str,
+                   scanned: list[ScannedDir] | None = None) -> Path:
+    """The folder under ``root`` holding the videos this dataset names.
+
+    ``wanted(stem)`` says whether a file stem is one of the dataset's videos. When matching
+    videos lie in several folders (MSR-VTT's TrainValVideo/ and TestVideo/) their common
+    parent is returned; loaders then index it recursively.
+    """
+    if not root.is_dir():
+        raise DatasetNotFoundError(f"{what}: data root {root} is not a folder")
+    scanned = scan(root) if scanned is None else scanned
+    hits = [d.path for d in scanned
+            if any(is_video_file(f) and wanted(os.path.splitext(f)[0]) for f in d.files)]
+    if not hits:
+        raise DatasetNotFoundError(
+            f"{what}: no video files ({', '.join(VIDEO_EXTENSIONS)}) named as this dataset expects "
+            f"under {root} (searched {len(scanned)} folders, {MAX_DEPTH} levels deep):\n"
+            f"{_listing(scanned)}\nPass the folder with --videos.")
+    return hits[0] if len(hits) == 1 else Path(os.path.commonpath(hits))
+
+
+class VideoIndex:
+    """File stem -> path for every video file under a folder (recursive)."""
+
+    def __init__(self, root: Path, max_depth: int = MAX_DEPTH + 2):
+        if not root.is_dir():
+            raise DatasetNotFoundError(f"video folder {root} does not exist or is not a folder")
+        self.root = root
+        self._paths: dict[str, list[Path]] = {}
+        for d in scan(root, max_depth):
+            for f in d.files:
+                if is_video_file(f):
+                    self._paths.setdefault(os.path.splitext(f)[0], []).append(d.path / f)
+
+    def __contains__(self, stem: str) -> bool:
+        return stem in self._paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def stems(self) -> Iterable[str]:
+        return self._paths.keys()
+
+    def resolve(self, name: str, default_ext: str) -> Path:
+        """Path of video ``name`` (a stem, or a file name/relative path with extension).
+
+        An existing file is preferred: with ``default_ext`` first, then any video extension,
+        shallowest first. A video that is nowhere yields ``root / (stem + default_ext)`` so
+        the caller can list it as missing.
+        """
+        direct = self.root / name
+        if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS and direct.is_file():
+            return direct
+        stem = os.path.splitext(os.path.basename(name))[0] if os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS \
+            else os.path.basename(name)
+        candidates = self._paths.get(stem)
+        if not candidates:
+            return self.root / f"{stem}{default_ext}"
+        return min(candidates, key=lambda p: (p.suffix.lower() != default_ext, len(p.parts), str(p)))
