@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy, question_type
+from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy
 from mammut_video.eval.retrieval_metrics import retrieval_metrics
 from mammut_video.eval.vqa_normalize import normalize_answer, process_punctuation
 
@@ -39,13 +39,6 @@ def test_punctuation_rules_of_official_eval() -> None:
     assert process_punctuation("yes , no") == "yes  no"  # next to a space: removed
     assert process_punctuation("2.5") == "2.5"  # period before a digit stays
     assert normalize_answer("The 2 dogs.") == "2 dogs"
-
-
-def test_question_type_by_first_word() -> None:
-    assert question_type("What is the man doing?") == "what"
-    assert question_type("who is singing") == "who"
-    assert question_type("Is it raining?") == "other"
-    assert question_type("") == "other"
 
 
 def test_accuracy_and_per_type_hand_computed() -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 _EXPORTS = {
     "normalize_answer": "mammut_video.eval.vqa_normalize",
-    "question_type": "mammut_video.eval.qa_metrics",
     "QAReference": "mammut_video.eval.qa_metrics",
     "qa_accuracy": "mammut_video.eval.qa_metrics",
     "caption_metrics": "mammut_video.eval.caption_metrics",
@@ -19,6 +18,12 @@ _EXPORTS = {
     "read_predictions": "mammut_video.eval.predictions",
     "PredictionWriter": "mammut_video.eval.predictions",
     "init_distributed": "mammut_video.eval.distributed",
+    "run_eval": "mammut_video.eval.runner",
+    "QATask": "mammut_video.eval.tasks",
+    "CaptionTask": "mammut_video.eval.tasks",
+    "RetrievalTask": "mammut_video.eval.tasks",
+    "answer_questions": "mammut_video.eval.tasks",
+    "evaluate": "mammut_video.eval.command",
 }
 
 __all__ = sorted(_EXPORTS)

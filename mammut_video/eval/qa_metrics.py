@@ -11,19 +11,11 @@ from dataclasses import dataclass
 
 from mammut_video.eval.vqa_normalize import normalize_answer
 
-QUESTION_WORDS = ("what", "who", "how", "when", "where", "why", "which")
-
-
-def question_type(question: str) -> str:
-    """Type of a question by its first word ("what", "who", ...), "other" otherwise."""
-    words = question.strip().lower().split()
-    first = words[0] if words else ""
-    return first if first in QUESTION_WORDS else "other"
-
 
 @dataclass(frozen=True)
 class QAReference:
-    """One ground-truth question: ``key`` is its question id as a string."""
+    """One ground-truth question: ``key`` is its question id as a string; ``question_type`` as
+    given by ``mammut_video.data.question_type`` (first word: what/who/how/when/where/other)."""
 
     key: str
     answer: str

@@ -1,0 +1,195 @@
+"""The three evaluations as tasks for :func:`mammut_video.eval.runner.run_eval`.
+
+- :class:`QATask`: open-ended VideoQA, ``generate`` (decode an answer) or ``rank`` (pick the
+  candidate answer with the highest decoder likelihood); questions are grouped by clip so
+  each video is decoded once for all its questions.
+- :class:`CaptionTask`: one generated caption per video, scored with pycocoevalcap.
+- :class:`RetrievalTask`: contrastive video embeddings, text embeddings of the captions,
+  text->video and video->text ranks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mammut_video.eval.caption_metrics import caption_metrics
+from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy
+from mammut_video.eval.retrieval_metrics import retrieval_metrics
+from mammut_video.eval.runner import ClipUnit
+
+
+def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int], questions: Sequence[str],
+                     batch_size: int = 64, max_new_tokens: int = 10) -> list[str]:
+    """Answer questions about shared clips, encoding each clip ONCE.
+
+    video (B, C, T, H, W); question q is about clip ``clip_index[q]``; questions are decoded
+    ``batch_size`` at a time. Equivalent to ``model.answer(video[clip_index], questions)``
+    without re-running the video encoder for every question of a clip (MSRVTT-QA has ~24
+    questions per video). Returns one answer string per question.
+    """
+    from mammut_video.model.generation import generate
+    from mammut_video.text.prompts import qa_prompt_ids
+
+    tok = model.tokenizer
+    kv_clips = model.cross_kv(model.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
+    answers: list[str] = []
+    for s in range(0, len(questions), batch_size):
+        idx = torch.as_tensor(list(clip_index[s : s + batch_size]), device=video.device)
+        kv = [(k[idx], v[idx]) for k, v in kv_clips]
+        prompts = qa_prompt_ids(tok, list(questions[s : s + batch_size]))
+        ids = generate(model.text, kv, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id, max_new_tokens=max_new_tokens)
+        answers += [tok.decode(i).strip() for i in ids]
+    return answers
+
+
+def _clip_key(record: Any) -> tuple:
+    return (str(record.video), record.start, record.end)
+
+
+class QATask:
+    """VideoQA over every question of a loaded ``QASplit`` (``split.records``)."""
+
+    key = "question_id"
+    unit_name = "question"
+
+    def __init__(self, split: Any, protocol: str = "generate", candidates: Sequence[str] | None = None,
+                 question_batch: int = 64, limit: int | None = None):
+        if protocol not in ("generate", "rank"):
+            raise ValueError(f"unknown QA protocol {protocol!r}: use 'generate' or 'rank'")
+        if protocol == "rank" and not candidates:
+            raise ValueError("the rank protocol needs candidate answers (training answers or --answer-list)")
+        self.split = split
+        self.protocol = protocol
+        self.candidates = list(dict.fromkeys(candidates or []))  # unique, order kept
+        self.question_batch = question_batch
+        self.records = list(split.records[:limit] if limit else split.records)
+        self.by_key = {str(r.question_id): r for r in self.records}
+        if len(self.by_key) != len(self.records):
+            raise ValueError(f"{split.annotation_file}: question ids are not unique")
+
+    def units(self) -> list[ClipUnit]:
+        missing = {str(p) for p in self.split.missing_videos}
+        groups: dict[tuple, ClipUnit] = {}
+        for r in self.records:
+            unit = groups.get(_clip_key(r))
+            if unit is None:
+                unit = groups[_clip_key(r)] = ClipUnit(r.video, str(r.video_id or r.video), [], r.start, r.end,
+                                                       missing=str(r.video) in missing)
+            unit.keys.append(str(r.question_id))
+        return list(groups.values())
+
+    def _record(self, key: str, prediction: str | None, **extra: Any) -> dict:
+        r = self.by_key[key]
+        out = {"question_id": r.question_id, "video_id": str(r.video_id or r.video), "question": r.question,
+               "answer": r.answer, "question_type": r.question_type, "prediction": prediction,
+               "correct": prediction is not None and answers_match(prediction, r.answer)}
+        out.update(extra)
+        return out
+
+    def predict(self, model: Any, video: torch.Tensor, units: Sequence[ClipUnit]) -> list[dict]:
+        """video (len(units), C, T, H, W) -> one record per pending question of ``units``."""
+        flat = [(i, k) for i, u in enumerate(units) for k in u.keys]
+        clip_index = [i for i, _ in flat]
+        questions = [self.by_key[k].question for _, k in flat]
+        if self.protocol == "generate":
+            answers = answer_questions(model, video, clip_index, questions, batch_size=self.question_batch)
+            return [self._record(k, a) for (_, k), a in zip(flat, answers)]
+        out: list[dict] = []
+        for s in range(0, len(flat), self.question_batch):
+            idx = torch.as_tensor(clip_index[s : s + self.question_batch], device=video.device)
+            scores = model.rank_answers(video[idx], questions[s : s + self.question_batch], self.candidates,
+                                        batch_size=self.question_batch)
+            best = scores.argmax(dim=-1).tolist()
+            out += [self._record(k, self.candidates[b], score=float(scores[j, b]))
+                    for j, ((_, k), b) in enumerate(zip(flat[s : s + self.question_batch], best))]
+        return out
+
+    def failed(self, unit: ClipUnit, error: str) -> list[dict]:
+        return [self._record(k, None, error=error) for k in unit.keys]
+
+    def score(self, model: Any, records: dict[str, dict]) -> dict:
+        refs = [QAReference(str(r.question_id), r.answer, r.question_type) for r in self.records]
+        preds = {k: rec["prediction"] for k, rec in records.items() if rec.get("prediction") is not None}
+        return qa_accuracy(refs, preds)
+
+
+class CaptionTask:
+    """Captioning over every video of a loaded ``CaptionSplit``."""
+
+    key = "video_id"
+    unit_name = "video"
+
+    def __init__(self, split: Any, limit: int | None = None, meteor: bool = True):
+        self.split = split
+        self.records = list(split.records[:limit] if limit else split.records)
+        self.meteor = meteor
+
+    def units(self) -> list[ClipUnit]:
+        missing = {str(p) for p in self.split.missing_videos}
+        return [ClipUnit(r.video, str(r.video_id), [str(r.video_id)], r.start, r.end, str(r.video) in missing)
+                for r in self.records]
+
+    def predict(self, model: Any, video: torch.Tensor, units: Sequence[ClipUnit]) -> list[dict]:
+        """video (len(units), C, T, H, W) -> one ``{"video_id", "caption"}`` record per unit."""
+        captions = model.caption(video)
+        return [{"video_id": u.video_id, "caption": c} for u, c in zip(units, captions)]
+
+    def failed(self, unit: ClipUnit, error: str) -> list[dict]:
+        return [{"video_id": unit.video_id, "caption": None, "error": error}]
+
+    def score(self, model: Any, records: dict[str, dict]) -> dict:
+        refs = {str(r.video_id): list(r.captions) for r in self.records}
+        preds = {k: rec["caption"] for k, rec in records.items() if rec.get("caption") is not None}
+        metrics = caption_metrics(refs, preds, meteor=self.meteor)
+        return {"scores": metrics, "total": len(refs), "captioned": sum(1 for k in refs if k in preds),
+                "missing": sum(1 for k in refs if k not in preds)}
+
+
+class RetrievalTask:
+    """Text<->video retrieval over a ``CaptionSplit`` (MSR-VTT 1k-A: one caption per video)."""
+
+    key = "video_id"
+    unit_name = "video"
+
+    def __init__(self, split: Any, limit: int | None = None, text_batch: int = 256):
+        self.split = split
+        self.records = list(split.records[:limit] if limit else split.records)
+        self.text_batch = text_batch
+
+    def units(self) -> list[ClipUnit]:
+        missing = {str(p) for p in self.split.missing_videos}
+        return [ClipUnit(r.video, str(r.video_id), [str(r.video_id)], r.start, r.end, str(r.video) in missing)
+                for r in self.records]
+
+    def predict(self, model: Any, video: torch.Tensor, units: Sequence[ClipUnit]) -> list[dict]:
+        """video (len(units), C, T, H, W) -> ``{"video_id", "embedding": [E floats]}`` per unit."""
+        emb = F.normalize(model.encode_video(video).embedding.float(), dim=-1).cpu()
+        return [{"video_id": u.video_id, "embedding": e.tolist()} for u, e in zip(units, emb)]
+
+    def failed(self, unit: ClipUnit, error: str) -> list[dict]:
+        return [{"video_id": unit.video_id, "embedding": None, "error": error}]
+
+    @torch.inference_mode()
+    def score(self, model: Any, records: dict[str, dict]) -> dict:
+        """Similarity of every caption to every video; a video without an embedding ranks last."""
+        texts = [c for r in self.records for c in r.captions]
+        text_to_video = [v for v, r in enumerate(self.records) for _ in r.captions]
+        text_emb = torch.cat([model.encode_text(texts[s : s + self.text_batch]).float().cpu()
+                              for s in range(0, len(texts), self.text_batch)])
+        text_emb = F.normalize(text_emb, dim=-1)
+        video_emb = torch.zeros(len(self.records), text_emb.shape[1])
+        have = torch.zeros(len(self.records), dtype=torch.bool)
+        for v, r in enumerate(self.records):
+            rec = records.get(str(r.video_id))
+            if rec is not None and rec.get("embedding") is not None:
+                video_emb[v] = torch.tensor(rec["embedding"])
+                have[v] = True
+        sim = text_emb @ video_emb.T
+        sim[:, ~have] = float("-inf")
+        metrics = retrieval_metrics(sim, text_to_video)
+        metrics.update(total=len(self.records), embedded=int(have.sum()), missing=int((~have).sum()))
+        return metrics
