@@ -16,6 +16,7 @@ from mammut_video import __version__
 # sub-command modules, in the order `--help` lists them
 COMMAND_MODULES: list[str] = [
     "mammut_video.checkpoint.cli",
+    "mammut_video.eval.cli",
 ]
 
 
