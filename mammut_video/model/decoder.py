@@ -157,12 +157,16 @@ class TextDecoder(nn.Module):
             raise ValueError(f"text position {int(positions.max())} exceeds the context length {self.context_length}")
         return self.token_embedding(ids) + self.positional_embedding[positions]
 
-    def forward_contrastive(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
-        """Contrastive pass: ids (B, L) -> pooled text feature (B, W). Bidirectional, no cross-attention."""
+    def contrastive_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Contrastive pass up to ``ln_final``: ids (B, L) -> (B, L, W). Bidirectional, no cross-attention."""
         x = self._embed(ids)
         for block in self.resblocks:
             x, _ = block.forward_self(x, None, None, causal=False)
-        x = self.ln_final(x)
+        return self.ln_final(x)
+
+    def forward_contrastive(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+        """Contrastive pass: ids (B, L) -> pooled text feature (B, W) (``avg_all`` or pad-masked ``avg``)."""
+        x = self.contrastive_tokens(ids)
         if self.cfg.pooling == "avg_all":
             return x.mean(dim=1)
         valid = (ids != pad_id).unsqueeze(-1).to(x.dtype)

@@ -110,26 +110,26 @@ class MammutVideo(nn.Module):
 
     def forward(self, video: torch.Tensor, text_ids: torch.Tensor,
                 labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Both passes on the same ids (MaMMUT).
+        """Both passes on the same ids (MaMMUT), for training.
 
-        video (B, C, T, H, W); text_ids (B, L). Without ``labels`` the generative pass runs on
-        ``text_ids[:, :-1]`` and ``labels = text_ids[:, 1:]`` (pads -> -100); with ``labels`` (B, L)
-        already aligned (``labels[:, t]`` is the target after ``text_ids[:, t]``, -100 = ignore)
-        it runs on all of ``text_ids``. Returns ``image_features`` (B, E), ``text_features`` (B, E)
-        (both unnormalised), ``logits`` (B, L', V), ``labels`` (B, L'), ``logit_scale`` (exp'd)
+        video (B, C, T, H, W); text_ids (B, L). ``labels`` (B, L) follow ``mammut_video.text``'s
+        convention: the token at each supervised position, -100 elsewhere (``model.losses.caption_loss``
+        shifts: logits at i - 1 are scored against labels[:, i]). Without ``labels`` every non-pad
+        token is supervised. Returns ``image_features`` (B, E) and ``text_features`` (B, E) (both
+        unnormalised), ``logits`` (B, L, V) from the generative pass over all of ``text_ids``,
+        ``labels`` (B, L), ``logit_scale`` in LOG space (the parameter itself, as the losses take it)
         and ``logit_bias`` when the model has one.
         """
         pad_id = self.pad_id
         tokens, image_features = self.visual(video)
         text_features = self.text.forward_contrastive(text_ids, pad_id=pad_id)
         if labels is None:
-            gen_ids = text_ids[:, :-1]
-            labels = text_ids[:, 1:].masked_fill(text_ids[:, 1:] == pad_id, -100)
-        else:
-            gen_ids = text_ids
-        logits, _ = self.text.forward_generative(gen_ids, self.cross_kv(tokens))
+            labels = text_ids.masked_fill(text_ids == pad_id, -100)
+        elif labels.shape != text_ids.shape:
+            raise ValueError(f"labels {tuple(labels.shape)} must have the shape of text_ids {tuple(text_ids.shape)}")
+        logits, _ = self.text.forward_generative(text_ids, self.cross_kv(tokens))
         out = {"image_features": image_features, "text_features": text_features, "logits": logits,
-               "labels": labels, "logit_scale": self.logit_scale.exp()}
+               "labels": labels, "logit_scale": self.logit_scale}
         if self.logit_bias is not None:
             out["logit_bias"] = self.logit_bias
         return out

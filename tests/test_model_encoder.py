@@ -1,0 +1,122 @@
+"""Tube tokenizer + timm encoder: token counts, T = 1 equivalence with timm, inflation rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mammut_video  # noqa: F401  (torchvision guard before timm)
+from mammut_video.model import create_model, get_preset
+from mammut_video.model.tubes import active_tubes, bilinear_matrix, inflate_kernel, num_tokens
+
+
+@pytest.fixture(scope="module")
+def b16():
+    torch.manual_seed(0)
+    return create_model("mammut-video-B-16").eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("mammut-video-tiny").eval()
+
+
+@pytest.mark.parametrize("frames,expected", [(1, 197), (8, 295), (16, 295), (32, 540), (64, 1177)])
+def test_b16_token_counts(frames, expected):
+    # 32 frames: a 2x7x7 + b 3x7x7 + c 2x7x7 + image 14x14 = 539, + CLS (DESIGN.md §2.1).
+    # 8/16 frames: tube b (16 frames at offset 4) does not fit and is skipped.
+    # 64 frames: a 4x7x7 + b 8x7x7 + c 4x7x7 + image 2x14x14 = 1176, + CLS.
+    tubes = get_preset("mammut-video-B-16").vision.tubes
+    assert num_tokens(tubes, frames, 224, 224) == expected
+
+
+def test_b16_forward_gives_540_tokens(b16):
+    x = torch.randn(1, 3, 32, 224, 224)
+    with torch.inference_mode():
+        out = b16.encode_video(x)
+    assert out.tokens.shape == (1, 540, 768)
+    assert out.embedding.shape == (1, 768)
+
+
+@pytest.mark.slow
+def test_image_equals_timm_vit_b16(b16):
+    """T = 1 through the tube encoder == timm's vit_base_patch16_224 forward_features (same weights)."""
+    import timm
+
+    torch.manual_seed(1)
+    ref = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, global_pool="").eval()
+    b16.visual.trunk.load_state_dict(ref.state_dict())
+    image = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        expected = ref.forward_features(image)
+        tokens = b16.visual.forward_tokens(image[:, :, None])
+        got = b16.visual.ln_post(tokens)
+    assert got.shape == expected.shape == (2, 197, 768)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_image_equals_timm_small_vit(tiny):
+    """Same check on the tiny preset's body (fast): timm vit_tiny_patch16_224 at 112 px, depth 4."""
+    import timm
+
+    torch.manual_seed(2)
+    ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, global_pool="",
+                            img_size=112, depth=4).eval()
+    tiny.visual.trunk.load_state_dict(ref.state_dict())
+    image = torch.randn(3, 3, 112, 112)
+    with torch.inference_mode():
+        expected = ref.forward_features(image)
+        got = tiny.visual.ln_post(tiny.visual.forward_tokens(image[:, :, None]))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_constant_clip_every_tube_matches_image_tube(tiny):
+    # perturb the image kernel first so inflation is exercised on arbitrary weights
+    with torch.no_grad():
+        tiny.visual.trunk.patch_embed.proj.weight.normal_()
+        tiny.visual.inflate_tubes()
+    colour = torch.tensor([0.3, -1.2, 0.7]).view(1, 3, 1, 1, 1)
+    clip = colour.expand(1, 3, 8, 112, 112).contiguous()
+    with torch.inference_mode():
+        tokens = tiny.visual.tokenize(clip)[0]  # (N, D), before positions
+    counts = [int(torch.tensor(t.grid(8, 112, 112)).prod()) for t in active_tubes(tiny.visual.tube_specs, 8, 112, 112)]
+    assert len(counts) == 4 and sum(counts) == tokens.shape[0]
+    image_token = tokens[-1]  # the image tube is last in the tiny preset
+    torch.testing.assert_close(tokens, image_token.expand_as(tokens), atol=1e-4, rtol=1e-5)
+    # a non-constant clip does NOT give equal tokens (the test above can fail)
+    with torch.inference_mode():
+        varied = tiny.visual.tokenize(torch.randn(1, 3, 8, 112, 112))[0]
+    assert not torch.allclose(varied, varied[-1].expand_as(varied), atol=1e-2)
+
+
+@pytest.mark.parametrize("kernel", [(8, 8, 8), (16, 4, 4), (4, 12, 12), (2, 20, 20)])
+def test_inflation_preserves_kernel_sum(kernel):
+    w = torch.randn(5, 3, 16, 16)
+    inflated = inflate_kernel(w, kernel)
+    assert inflated.shape == (5, 3, *kernel)
+    torch.testing.assert_close(inflated.sum(dim=(2, 3, 4)), w.sum(dim=(2, 3)), atol=1e-4, rtol=1e-5)
+
+
+def test_bilinear_positions_exact_at_cells_and_interpolated_between():
+    table = torch.randn(14 * 14, 4, dtype=torch.float64)
+    centres = torch.tensor([[8.0, 8.0], [8.0 + 16 * 3, 8.0 + 16 * 5], [16.0, 8.0]], dtype=torch.float64)
+    pos = bilinear_matrix(centres, (14, 14), (224, 224)) @ table
+    assert torch.equal(pos[0], table[0])
+    assert torch.equal(pos[1], table[3 * 14 + 5])
+    torch.testing.assert_close(pos[2], (table[0] + table[14]) / 2)
+
+
+def test_video_positions_have_temporal_term(tiny):
+    # the same frame repeated: tokens of the image tube at t = 0 and t = 4 differ only by the time term
+    frame = torch.randn(1, 3, 1, 112, 112)
+    tubes = [t for t in tiny.visual.tube_specs if t.name == "image"]
+    assert tubes[0].stride[0] == 8
+    clip = frame.expand(1, 3, 8, 112, 112)
+    with torch.inference_mode():
+        video = tiny.visual.add_positions(tiny.visual.tokenize(clip), 8, 112, 112)
+        image = tiny.visual.add_positions(tiny.visual.tokenize(frame), 1, 112, 112)
+    # image tube tokens are the last 49 in both; the video adds sin-cos(t=0) = [0..., 1...]
+    d = video.shape[-1]
+    time0 = torch.cat([torch.zeros(d // 2), torch.ones(d // 2)])
+    torch.testing.assert_close(video[0, -49:], image[0, -49:] + time0, atol=1e-5, rtol=0)
