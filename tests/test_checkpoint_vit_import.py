@@ -1,0 +1,114 @@
+"""timm and open_clip imports: reference models at random init, saved as those libraries do,
+converted, and compared token for token (an image goes through exactly the pretrained ViT)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mammut_video  # noqa: F401  (torchvision guard before timm/open_clip)
+from mammut_video.checkpoint import CheckpointError, from_open_clip, from_timm
+from mammut_video.cli import main
+from mammut_video.model.tubes import inflate_kernel
+
+
+def _timm_vit():
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", img_size=64, depth=2, num_classes=10).eval()
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_timm_vit_imports_exactly(tmp_path, suffix):
+    ref = _timm_vit()
+    path = tmp_path / f"vit{suffix}"
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    else:
+        torch.save(ref.state_dict(), path)
+    model = from_timm(path)
+    assert (model.config.vision.width, model.config.vision.image_size) == (192, 64)
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = model.encode_video(image[:, :, None]).tokens
+        assert (model.visual.ln_post(tokens) - ref.forward_features(image)).abs().max() < 1e-5
+    patch = model.visual.trunk.patch_embed.proj
+    assert torch.equal(patch.weight, ref.patch_embed.proj.weight)
+    for spec in model.visual.tube_specs:
+        if spec.name != "image":
+            assert torch.equal(model.visual.tubes[spec.name].weight, inflate_kernel(patch.weight, spec.kernel))
+    assert "text decoder" in model.provenance["fresh"]
+
+
+def test_timm_preset_mismatch_names_the_difference(tmp_path):
+    torch.save(_timm_vit().state_dict(), tmp_path / "vit.pth")
+    with pytest.raises(CheckpointError, match="vision width: weights 192, preset 768"):
+        from_timm(tmp_path / "vit.pth", preset="mammut-video-B-16")
+
+
+def _open_clip_model():
+    from open_clip.model import CLIP
+
+    torch.manual_seed(0)
+    return CLIP(
+        embed_dim=64,
+        vision_cfg={"image_size": 64, "layers": 2, "width": 128, "patch_size": 16},
+        text_cfg={"context_length": 16, "vocab_size": 300, "width": 64, "heads": 1, "layers": 1},
+    ).eval()
+
+
+def _clip_tokens(visual, image):
+    x = visual.conv1(image).flatten(2).transpose(1, 2)
+    x = torch.cat([visual.class_embedding.expand(x.shape[0], 1, -1), x], dim=1) + visual.positional_embedding
+    return visual.transformer(visual.ln_pre(x))
+
+
+def test_open_clip_training_checkpoint_imports_exactly(tmp_path):
+    ref = _open_clip_model()
+    wrapped = {"epoch": 1, "state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}
+    torch.save(wrapped, tmp_path / "epoch_1.pt")
+    model = from_open_clip(tmp_path / "epoch_1.pt")
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        tokens = model.encode_video(image[:, :, None]).tokens
+        assert (tokens - _clip_tokens(ref.visual, image)).abs().max() < 1e-5
+    assert torch.equal(model.visual.proj, ref.visual.proj)
+    assert torch.equal(model.visual.ln_post.weight, ref.visual.ln_post.weight)
+    assert model.config.embed_dim == 64 and model.config.text.width == 64
+
+
+def test_coca_visual_tower_imports(tmp_path):
+    from open_clip.coca_model import CoCa
+
+    torch.manual_seed(0)
+    ref = CoCa(
+        embed_dim=64,
+        multimodal_cfg={"context_length": 16, "vocab_size": 300, "width": 64, "heads": 1, "layers": 1},
+        text_cfg={"context_length": 16, "vocab_size": 300, "width": 64, "heads": 1, "layers": 1},
+        vision_cfg={"image_size": 64, "layers": 2, "width": 128, "patch_size": 16,
+                    "attentional_pool": True, "attn_pooler_heads": 2, "output_tokens": True},
+    ).eval()
+    torch.save(ref.state_dict(), tmp_path / "coca.pt")
+    model = from_open_clip(tmp_path / "coca.pt")
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        tokens = model.encode_video(image[:, :, None]).tokens
+        assert (tokens - _clip_tokens(ref.visual, image)).abs().max() < 1e-5
+    assert "visual.proj" in model.provenance["fresh"]
+
+
+def test_convert_and_info_commands(tmp_path, capsys):
+    torch.save(_timm_vit().state_dict(), tmp_path / "vit.pth")
+    out = tmp_path / "ckpt"
+    assert main(["convert", "--from", "timm", str(tmp_path / "vit.pth"), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "freshly initialised" in said and "text decoder" in said
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "weights from: timm" in info and "vit.pth" in info and "tokenizer:" in info
+    assert "vision trunk (ViT)" in info
+    assert main(["convert", "--from", "timm", str(tmp_path / "missing.pth"), "--out", str(out)]) == 1
+    assert "missing.pth" in capsys.readouterr().err
