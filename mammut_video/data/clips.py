@@ -27,7 +27,9 @@ class ClipDataset(Dataset):
     """Decodes ``num_frames`` frames of each record's video and applies ``transform``.
 
     Args:
-        items: records with ``.video`` (path) and optional ``.start`` / ``.end`` (seconds).
+        items: records with ``.video`` (path) and optional ``.start`` / ``.end`` (seconds):
+            :class:`QARecord`, :class:`CaptionRecord`, :class:`VideoRecord` or any dataclass
+            shaped like them.
         transform: uint8 (T, H, W, C) -> float (C, T, H, W), e.g.
             ``mammut_video.video.build_clip_transform(...)`` or ``model.preprocess``. None
             keeps the uint8 (T, H, W, C) frames.
@@ -75,7 +77,10 @@ class ClipDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.items[index]
-        fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "video"}
+        if dataclasses.is_dataclass(record):
+            fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(record) if f.name != "video"}
+        else:
+            fields = {k: v for k, v in vars(record).items() if k != "video" and not k.startswith("_")}
         item: dict[str, Any] = {"index": index, "video": None, "error": None, "path": str(record.video), **fields}
         try:
             frames = self._read(record, index)

@@ -72,12 +72,12 @@ def make_scene(rng: np.random.Generator, frames: int, size: int) -> Scene:
         direction = str(rng.choice(list(DIRECTIONS)))
         dy, dx = DIRECTIONS[direction]
         travel = speed * (frames - 1 - start)
+        # start range that keeps the whole path inside the frame; then try to keep shapes apart
+        lo_y, hi_y = r + 1 + max(0.0, -dy * travel), size - r - 1 - max(0.0, dy * travel)
+        lo_x, hi_x = r + 1 + max(0.0, -dx * travel), size - r - 1 - max(0.0, dx * travel)
         for _ in range(100):
-            y, x = rng.uniform(r + 1, size - r - 1, 2)
-            ey, ex = y + dy * travel, x + dx * travel
-            inside = r < ey < size - r and r < ex < size - r
-            apart = all(np.hypot(y - p.y, x - p.x) > 2.6 * r for p in placed)
-            if inside and apart:
+            y, x = rng.uniform(lo_y, hi_y), rng.uniform(lo_x, hi_x)
+            if all(np.hypot(y - p.y, x - p.x) > 2.6 * r for p in placed):
                 break
         placed.append(Shape(str(shape), str(colour), float(y), float(x), direction, start))
     background = tuple(int(v) for v in rng.integers(10, 50, 3))
