@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from mammut_video.model.config import TubeSpec
+from mammut_video.model.config import IMAGE_TUBE, TubeSpec
 
 
 def inflate_kernel(weight: torch.Tensor, kernel: tuple[int, int, int]) -> torch.Tensor:
@@ -83,7 +83,13 @@ def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -
 
 
 def active_tubes(tubes: list[TubeSpec], t: int, h: int, w: int) -> list[TubeSpec]:
-    """Tubes that fit a (t, h, w) input; tubes whose kernel is longer than the clip are skipped."""
+    """Tubes used for a (t, h, w) input.
+
+    An image (t == 1) uses the image tube alone, so it goes through exactly the pretrained ViT.
+    For a video, tubes whose kernel is longer than the clip are skipped.
+    """
+    if t == 1:
+        return [tube for tube in tubes if tube.name == IMAGE_TUBE]
     return [tube for tube in tubes if math.prod(tube.grid(t, h, w)) > 0]
 
 
