@@ -141,7 +141,6 @@ def test_batch_padding(tok: Tokenizer) -> None:
 
 
 def test_save_build_round_trip(tok: Tokenizer, tmp_path) -> None:
-    tok.context_length = 77
     spec = tok.save(tmp_path)
     spec = json.loads(json.dumps(spec))  # JSON-able
     rebuilt = build_tokenizer(spec, tmp_path)
