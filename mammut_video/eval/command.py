@@ -149,6 +149,12 @@ def evaluate(args: argparse.Namespace) -> int:
             write_metrics(out_dir / "metrics.json", payload)
             print(format_table(args.task, split.split, run.metrics, len(failed)))
             print(f"predictions: {out_dir / 'predictions.jsonl'}\nmetrics: {out_dir / 'metrics.json'}")
+            if failed:
+                print(f"warning: {len(failed)} videos could not be read; their {payload['counts']['failed_items']} "
+                      f"items count as wrong. First: {failed[0]['error']}", file=sys.stderr)
+            if run.total_items and payload["counts"]["predicted"] == 0:
+                print("error: no item could be evaluated (see failed_videos in metrics.json)", file=sys.stderr)
+                return 1
     finally:
         ctx.close()
     return 0

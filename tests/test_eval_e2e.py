@@ -1,0 +1,151 @@
+"""End to end: `mammut-video eval` on synthetic datasets with a tiny random model.
+
+One synthetic MSR-VTT / MSVD pair and one tiny checkpoint are shared by the module; one test
+video of MSR-VTT is corrupted so every QA run must list it and count its questions wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mammut_video.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import mammut_video as mv
+    from mammut_video.data import load_qa, make_synthetic
+
+    root = tmp_path_factory.mktemp("eval")
+    paths = make_synthetic(root / "data", kind="msrvtt", num_videos=8, frames=16, size=64, seed=1)
+    paths.update(make_synthetic(root / "data", kind="msvd", num_videos=8, frames=16, size=64, seed=2))
+    qa = load_qa("msrvtt-qa", "test", data_root=paths["msrvtt"])
+    broken = qa.records[0].video
+    broken.write_bytes(b"\x00not a video" * 64)
+    torch.manual_seed(0)
+    mv.create_model("mammut-video-tiny", num_frames=4).save_pretrained(root / "ckpt")
+    return {"root": root, "ckpt": root / "ckpt", "broken": broken, **paths}
+
+
+def _eval(setup: dict, task: str, data: str, out: Path, *extra: str) -> int:
+    return main(["eval", task, "--data-root", str(setup[data]), "--checkpoint", str(setup["ckpt"]),
+                 "--out", str(out), "--workers", "0", "--batch-size", "1", "--device", "cpu", "--no-progress",
+                 *extra])
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def _stable(metrics_file: Path) -> dict:
+    m = json.loads(metrics_file.read_text())
+    return {k: v for k, v in m.items() if k not in ("date", "run")}
+
+
+def test_answer_questions_equals_model_answer() -> None:
+    import mammut_video as mv
+    from mammut_video.eval.tasks import answer_questions
+
+    torch.manual_seed(0)
+    model = mv.create_model("mammut-video-tiny", num_frames=4).eval()
+    video = torch.randn(2, 3, 4, 112, 112)
+    questions = ["what is it?", "how many objects are there?", "what color is the circle?"]
+    index = [0, 1, 1]
+    with torch.inference_mode():
+        ours = answer_questions(model, video, index, questions, batch_size=2)
+        ref = model.answer(video[torch.tensor(index)], questions)
+    assert ours == ref
+
+
+@pytest.mark.slow
+def test_msrvtt_qa_then_resume_after_crash(setup: dict, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    assert _eval(setup, "msrvtt-qa", "msrvtt", full) == 0
+    preds = _lines(full / "predictions.jsonl")
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert len(preds) == metrics["metrics"]["total"] == metrics["counts"]["items"] > 0
+    assert {"checkpoint", "split", "protocol", "frames", "counts", "date"} <= set(metrics)
+    assert metrics["frames"] == 4 and metrics["split"] == "test"
+    # the corrupted clip: listed, its questions kept in predictions with an error, counted wrong
+    broken = [f for f in metrics["failed_videos"] if f["video_id"] == setup["broken"].stem]
+    assert broken and broken[0]["items"] > 0
+    assert metrics["metrics"]["missing"] == broken[0]["items"]
+    assert all(p["prediction"] is None for p in preds if p["video_id"] == setup["broken"].stem)
+
+    # a crash: 5 lines done, the 6th cut mid-write
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    text = (full / "predictions.jsonl").read_text().splitlines(keepends=True)
+    (crashed / "predictions.jsonl").write_text("".join(text[:5]) + text[5][:17])
+    assert _eval(setup, "msrvtt-qa", "msrvtt", crashed) == 2  # refuses without --resume
+    assert _eval(setup, "msrvtt-qa", "msrvtt", crashed, "--resume") == 0
+    resumed = json.loads((crashed / "metrics.json").read_text())
+    assert resumed["run"]["resumed_items"] == 5
+    assert resumed["run"]["evaluated_items"] == len(preds) - 5
+    assert (crashed / "predictions.jsonl").read_text() == (full / "predictions.jsonl").read_text()
+    assert _stable(crashed / "metrics.json") == _stable(full / "metrics.json")
+
+
+@pytest.mark.slow
+def test_msvd_caption(setup: dict, tmp_path: Path) -> None:
+    from mammut_video.eval.caption_metrics import SPICE_UNAVAILABLE
+
+    assert _eval(setup, "msvd-caption", "msvd", tmp_path, "--no-meteor") == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    preds = _lines(tmp_path / "predictions.jsonl")
+    assert len(preds) == m["metrics"]["total"] == m["metrics"]["captioned"] > 0
+    assert all(isinstance(p["caption"], str) for p in preds)
+    scores = m["metrics"]["scores"]
+    assert {"BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"} <= set(scores)
+    assert scores["SPICE"] == SPICE_UNAVAILABLE
+
+
+@pytest.mark.slow
+def test_msrvtt_retrieval(setup: dict, tmp_path: Path) -> None:
+    assert _eval(setup, "msrvtt-retrieval", "msrvtt", tmp_path) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    n = m["total"]
+    assert m["embedded"] == n - 1  # the corrupted clip
+    for d in ("text_to_video", "video_to_text"):
+        assert m[d]["count"] == n and 1 <= m[d]["mean_rank"] <= n and 0 <= m[d]["R@1"] <= m[d]["R@5"] <= 100
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_equal_one(setup: dict, tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _eval(setup, "msrvtt-qa", "msrvtt", one) == 0
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "mammut_video", "eval",
+           "msrvtt-qa", "--data-root", str(setup["msrvtt"]), "--checkpoint", str(setup["ckpt"]), "--out", str(two),
+           "--workers", "0", "--batch-size", "1", "--device", "cpu", "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads((two / "metrics.json").read_text())["run"]["world_size"] == 2
+    assert not list(two.glob("predictions.rank*.jsonl"))
+    assert (two / "predictions.jsonl").read_text() == (one / "predictions.jsonl").read_text()
+    assert _stable(two / "metrics.json") == _stable(one / "metrics.json")
+
+
+def test_clear_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    base = ["eval", "msrvtt-qa", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main(base + ["--data-root", str(setup["msrvtt"])]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(base + ["--data-root", str(setup["msrvtt"]), "--checkpoint", str(tmp_path / "nope")]) == 2
+    assert "nope not found" in capsys.readouterr().err
+    assert main(base + ["--data-root", str(tmp_path / "nodata"), "--checkpoint", str(setup["ckpt"])]) == 2
+    assert "data root" in capsys.readouterr().err
+    assert main(base + ["--data-root", str(setup["msrvtt"]), "--checkpoint", str(setup["ckpt"]), "--split", "bogus"]) == 2
+    assert "bogus" in capsys.readouterr().err
+    assert main(base + ["--data-root", str(setup["msvd"]), "--checkpoint", str(setup["ckpt"])]) == 2
+    err = capsys.readouterr().err
+    assert "test_qa.json" in err or "msrvtt" in err.lower()
