@@ -1,0 +1,275 @@
+import csv
+import json
+import shutil
+from collections import Counter
+
+import pytest
+
+import mammut_video  # noqa: F401
+from mammut_video.data import (AnnotationError, DatasetNotFoundError, load_qa, question_type, read_youtube_mapping,
+                               train_answers)
+from mammut_video.data.synthetic import make_synthetic
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    return make_synthetic(tmp_path_factory.mktemp("qa"), num_videos=4, frames=4, size=16, seed=1)
+
+
+def _triples(split):
+    return [(r.video, r.question, r.answer) for r in split.records]
+
+
+def _write_json(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_question_type_by_first_word():
+    assert question_type("What is he doing?") == "what"
+    assert question_type("  who cuts the onion") == "who"
+    assert question_type("where? nobody knows") == "where"
+    assert question_type("is it raining?") == "other"
+    assert question_type("") == "other"
+
+
+@pytest.mark.parametrize("dataset,kind,ext", [("msrvtt-qa", "msrvtt", ".mp4"), ("msvd-qa", "msvd", ".avi")])
+def test_original_release_found_under_data_root(synth, dataset, kind, ext):
+    for split in ("train", "val", "test"):
+        qa = load_qa(dataset, split, data_root=synth[kind])
+        assert qa.records and not qa.missing_videos
+        assert qa.annotation_file.name == f"{split}_qa.json"
+        assert all(r.video.is_file() and r.video.suffix == ext for r in qa.records)
+        assert {r.question_type for r in qa.records} <= {"what", "how", "where", "who", "when", "other"}
+        assert all(r.video.stem == r.video_id for r in qa.records)
+    assert load_qa(dataset, "validate", data_root=synth[kind]).split == "val"
+
+
+def _repackage(original, fmt, dataset, tmp, mapping):
+    """Write the original test records in a repackaged format; returns the file."""
+    def name(vid):
+        return f"video{vid}" if dataset == "msrvtt-qa" else mapping[vid]
+    ext = ".mp4" if dataset == "msrvtt-qa" else ".avi"
+    short = dataset.split("-")[0]
+    if fmt == "lavis":
+        return _write_json(tmp / "qa_test.json", [{"video": name(r["video_id"]) + ext, "question": r["question"],
+                                                   "answer": r["answer"], "question_id": r["id"]} for r in original])
+    if fmt == "vindlu":
+        return _write_json(tmp / f"{short}_qa_test.json", [{"video": name(r["video_id"]) + ext, "question": r["question"],
+                                                            "answer": r["answer"]} for r in original])
+    if fmt == "alpro":
+        tmp.mkdir(parents=True, exist_ok=True)
+        path = tmp / "test.jsonl"
+        path.write_text("".join(json.dumps({"answer": r["answer"], "question": r["question"],
+                                            "video_id": name(r["video_id"]), "answer_type": "what"}) + "\n"
+                                for r in original))
+        return path
+    vocab = sorted({r["answer"] for r in original})
+    items = [{"video": name(r["video_id"]), "question": r["question"], "answer": vocab.index(r["answer"])}
+             for r in original]
+    return _write_json(tmp / f"txt_{dataset}.json", {"train": [], "val": [], "test": items, "vocab": vocab})
+
+
+@pytest.mark.parametrize("fmt", ["lavis", "vindlu", "alpro", "violet"])
+@pytest.mark.parametrize("dataset,kind,videos", [("msrvtt-qa", "msrvtt", "videos/all"), ("msvd-qa", "msvd", "YouTubeClips")])
+def test_repackaged_formats_give_the_same_records(synth, tmp_path, fmt, dataset, kind, videos):
+    root = synth[kind]
+    reference = load_qa(dataset, "test", data_root=root)
+    original = json.loads(reference.annotation_file.read_text())
+    mapping = read_youtube_mapping(root / "MSVD-QA" / "youtube_mapping.txt") if kind == "msvd" else {}
+    ann = _repackage(original, fmt, dataset, tmp_path / "annotations", mapping)
+    # as a file, and as a folder to search
+    for annotations in (ann, ann.parent):
+        qa = load_qa(dataset, "test", annotations=annotations, videos=root / videos)
+        assert qa.annotation_file == ann
+        assert _triples(qa) == _triples(reference)
+        assert not qa.missing_videos
+    # discovered under a data root laid out the way that codebase ships it
+    layout = tmp_path / "layout"
+    shutil.copytree(ann.parent, layout / "anno_downstream")
+    shutil.copytree(root / videos, layout / "videos")
+    qa = load_qa(dataset, "test", data_root=layout)
+    assert [(r.question, r.answer) for r in qa.records] == [(q, a) for _, q, a in _triples(reference)]
+    assert qa.video_dir == layout / "videos" and not qa.missing_videos
+
+
+def test_msrvtt_videos_split_over_two_download_folders(synth, tmp_path):
+    root = synth["msrvtt"]
+    shutil.copytree(root / "msrvtt_qa", tmp_path / "MSRVTT-QA")
+    for p in (root / "videos" / "all").glob("*.mp4"):
+        sub = "TestVideo" if int(p.stem[5:]) >= 7010 else "TrainValVideo"
+        (tmp_path / "MSRVTT" / sub).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, tmp_path / "MSRVTT" / sub / p.name)
+    for split in ("train", "test"):
+        qa = load_qa("msrvtt-qa", split, data_root=tmp_path)
+        folder = tmp_path / "MSRVTT" / ("TestVideo" if split == "test" else "TrainValVideo")
+        assert qa.video_dir == folder and not qa.missing_videos
+        assert all(r.video.parent == folder for r in qa.records)
+    # annotations naming videos of both folders (here: one file holding all splits) index their parent
+    merged = [r for s in ("train", "test") for r in json.loads((root / "msrvtt_qa" / f"{s}_qa.json").read_text())]
+    ann = _write_json(tmp_path / "all_qa" / "test_qa.json", merged)
+    qa = load_qa("msrvtt-qa", "test", data_root=tmp_path, annotations=ann)
+    assert qa.video_dir == tmp_path / "MSRVTT" and not qa.missing_videos
+    assert {r.video.parent.name for r in qa.records} == {"TestVideo", "TrainValVideo"}
+
+
+def test_explicit_paths_override_discovery(synth, tmp_path):
+    root = synth["msrvtt"]
+    other = tmp_path / "elsewhere"
+    shutil.copytree(root / "videos" / "all", other)
+    qa = load_qa("msrvtt-qa", "test", data_root=root, videos=other)
+    assert qa.video_dir == other and all(r.video.parent == other for r in qa.records)
+    ann = tmp_path / "mine.json"
+    shutil.copy(root / "msrvtt_qa" / "val_qa.json", ann)
+    qa = load_qa("msrvtt-qa", "test", data_root=root, annotations=ann)
+    assert qa.annotation_file == ann
+
+
+def test_custom_jsonl_and_csv(synth, tmp_path):
+    root = synth["custom"]
+    qa = load_qa("custom", "train", data_root=root)
+    assert qa.annotation_file.name == "train.jsonl" and not qa.missing_videos
+    assert all(r.video.is_file() for r in qa.records)
+    assert qa.records[0].question_id == "train-0-0"
+    with_segment = [r for r in qa.records if r.start is not None]
+    assert with_segment and all(r.end == 0.5 and r.start == 0.0 for r in with_segment)
+    # the same records as CSV, video root given separately
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    path = tmp_path / "qa.csv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["video", "question", "answer", "start", "end", "id"])
+        w.writeheader()
+        w.writerows(rows)
+    from_csv = load_qa("custom", "train", annotations=path, videos=root)
+    assert _triples(from_csv) == _triples(qa)
+    assert [(r.start, r.end, r.question_id) for r in from_csv.records] == \
+        [(r.start, r.end, r.question_id) for r in qa.records]
+    # without an id the record index is the question id
+    (tmp_path / "noid.jsonl").write_text(json.dumps({"video": rows[0]["video"], "question": "what?", "answer": "x"}))
+    assert load_qa("custom", "x", annotations=tmp_path / "noid.jsonl", videos=root).records[0].question_id == 0
+
+
+def test_missing_videos_are_listed_not_dropped(synth, tmp_path):
+    root = tmp_path / "msrvtt"
+    shutil.copytree(synth["msrvtt"], root)
+    full = load_qa("msrvtt-qa", "train", data_root=root)
+    gone = full.records[0].video
+    gone.unlink()
+    qa = load_qa("msrvtt-qa", "train", data_root=root)
+    assert qa.missing_videos == [gone]
+    assert len(qa.records) == len(full.records)
+    lost = sum(r.video == gone for r in qa.records)
+    assert lost > 0 and len(qa.present_records) == len(qa.records) - lost
+    assert "1 annotated videos are missing" in qa.summary() and str(gone) in qa.summary()
+
+
+def test_nothing_found_lists_where_it_looked(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "videos").mkdir()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_qa("msrvtt-qa", "test", data_root=tmp_path)
+    msg = str(err.value)
+    assert "test_qa.json" in msg and "qa_test.json" in msg
+    assert str(tmp_path / "annotations") in msg and str(tmp_path / "videos") in msg
+    _write_json(tmp_path / "annotations" / "test_qa.json",
+                [{"answer": "a", "id": 0, "question": "what?", "video_id": 7010}])
+    with pytest.raises(DatasetNotFoundError, match="no video files") as err:
+        load_qa("msrvtt-qa", "test", data_root=tmp_path)
+    assert str(tmp_path / "videos") in str(err.value)
+
+
+GOOD = {"answer": "dog", "id": 3, "question": "what runs?", "video_id": 7010}
+
+
+@pytest.mark.parametrize("records,pattern", [
+    ([GOOD, {k: v for k, v in GOOD.items() if k != "question"}], r"record 1: missing field 'question'"),
+    ([GOOD, GOOD, {**GOOD, "answer": ["dog"]}], r"record 2: field 'answer' must be a string, got list"),
+    ([{**GOOD, "video_id": 1.5}], r"record 0: field 'video_id' must be a string or an integer, got float"),
+    ([GOOD, "just a string"], r"record 1: expected an object"),
+    ([{**GOOD, "video_id": "clip_of_cats"}], r"record 0: MSRVTT video reference 'clip_of_cats'"),
+    ({"questions": []}, r"no split 'test' in this file"),
+])
+def test_bad_records_name_file_and_index(tmp_path, records, pattern):
+    path = _write_json(tmp_path / "test_qa.json", records)
+    with pytest.raises(AnnotationError, match=pattern) as err:
+        load_qa("msrvtt-qa", "test", annotations=path, videos=tmp_path)
+    assert str(path) in str(err.value)
+
+
+def test_malformed_json_and_jsonl_and_csv(tmp_path):
+    path = tmp_path / "test_qa.json"
+    path.write_text('[{"answer": "dog", "id": 1,\n "question": "what?" "video_id": 3}]')
+    with pytest.raises(AnnotationError, match=r"test_qa.json: malformed JSON at line 2 column"):
+        load_qa("msrvtt-qa", "test", annotations=path, videos=tmp_path)
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"video": "a.mp4", "question": "q", "answer": "a"}) + "\n\n{broken\n")
+    with pytest.raises(AnnotationError, match=r"test.jsonl: record #1 \(line 3\): malformed JSON"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    path = tmp_path / "test.csv"
+    path.write_text("video,question,answer,start\na.mp4,what?,dog,1\nb.mp4,who?,,\nc.mp4,how?,x,soon\n")
+    with pytest.raises(AnnotationError, match=r"test.csv: record 1: missing field 'answer'"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    path.write_text("video,question,answer,start\na.mp4,what?,dog,soon\n")
+    with pytest.raises(AnnotationError, match=r"test.csv: record 0: field 'start' must be a number of seconds"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    path.write_text("video,question,answer,start,end\na.mp4,what?,dog,3,2\n")
+    with pytest.raises(AnnotationError, match=r"record 0: 'end' \(2.0\) must be after 'start'"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+
+
+def test_msvd_ids_need_the_mapping(synth, tmp_path):
+    ann = tmp_path / "qa" / "test_qa.json"
+    shutil.copytree(synth["msvd"] / "MSVD-QA", ann.parent)
+    (ann.parent / "youtube_mapping.txt").unlink()
+    with pytest.raises(DatasetNotFoundError, match="youtube_mapping.txt") as err:
+        load_qa("msvd-qa", "test", annotations=ann, videos=synth["msvd"] / "YouTubeClips")
+    assert str(ann.parent) in str(err.value)
+    (ann.parent / "youtube_mapping.txt").write_text("abc_1_2 vid1\n")
+    with pytest.raises(AnnotationError, match=r"record 0: video id \d+ \(vid\d+\) is not in youtube_mapping.txt"):
+        load_qa("msvd-qa", "test", annotations=ann, videos=synth["msvd"] / "YouTubeClips")
+    (ann.parent / "youtube_mapping.txt").write_text("abc_1_2 vid1\nno-vid-here\n")
+    with pytest.raises(AnnotationError, match=r"youtube_mapping.txt: record line 2: expected"):
+        load_qa("msvd-qa", "test", annotations=ann, videos=synth["msvd"] / "YouTubeClips")
+
+
+def test_violet_answer_index_out_of_vocab(tmp_path):
+    path = _write_json(tmp_path / "txt_msvd-qa.json",
+                       {"test": [{"video": "abc_1_2", "question": "what?", "answer": 5}], "vocab": ["a", "b"]})
+    with pytest.raises(AnnotationError, match=r"record test\[0\]: answer index 5 outside the vocab of 2"):
+        load_qa("msvd-qa", "test", annotations=path, videos=tmp_path)
+
+
+def test_train_answers_frequency_sorted(synth):
+    answers = train_answers("msrvtt-qa", data_root=synth["msrvtt"])
+    train = json.loads((synth["msrvtt"] / "msrvtt_qa" / "train_qa.json").read_text())
+    counts = Counter(r["answer"] for r in train)
+    assert sorted(answers) == sorted(counts)
+    assert [counts[a] for a in answers] == sorted(counts.values(), reverse=True)
+    assert train_answers("msrvtt-qa", data_root=synth["msrvtt"], top_k=2) == answers[:2]
+
+
+def test_real_msvd_mapping_and_violet_questions(realdata, tmp_path):
+    msvd = realdata / "msvd"
+    mapping = read_youtube_mapping(msvd / "youtube_mapping.txt")
+    assert len(mapping) == 1970 and mapping[1] == "-4wsuPCjDBc_5_15"
+    names = [mapping[i] for i in range(1, 1971)]
+    assert names == sorted(names, key=str.encode)
+    raw = json.loads((msvd / "violet_txt_msvd-qa.json").read_text())
+    qa = load_qa("msvd-qa", "test", annotations=msvd / "violet_txt_msvd-qa.json", videos=tmp_path)
+    assert len(qa.records) == len(raw["test"]) == 50
+    first = raw["test"][0]
+    assert qa.records[0].video == tmp_path / f"{first['video']}.avi"
+    assert qa.records[0].answer == raw["vocab"][first["answer"]]
+    assert qa.records[0].question == first["question"]
+    assert sorted(qa.missing_videos) == sorted({tmp_path / f"{r['video']}.avi" for r in raw["test"]})
+    assert {r.question_type for r in qa.records} <= {"what", "who", "how", "when", "where", "other"}
+    assert len(train_answers("msvd-qa", annotations=msvd / "violet_txt_msvd-qa.json")) > 10
+    # the original release's integer ids go through the real mapping to the same names
+    vid_of = {name: vid for vid, name in mapping.items()}
+    original = [{"answer": "x", "id": i, "question": r["question"], "video_id": vid_of[r["video"]]}
+                for i, r in enumerate(raw["test"])]
+    ann = _write_json(tmp_path / "MSVD-QA" / "test_qa.json", original)
+    shutil.copy(msvd / "youtube_mapping.txt", ann.parent / "youtube_mapping.txt")
+    by_id = load_qa("msvd-qa", "test", annotations=ann, videos=tmp_path)
+    assert [r.video for r in by_id.records] == [r.video for r in qa.records]
