@@ -128,7 +128,16 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
     ann = _annotation_file(f"msvd {split} captions", [MSVD_DESCRIPTIONS], root, ann_arg)
     descriptions = read_msvd_descriptions(ann)
     mapping_file = _find_msvd_mapping(ann, root)
-    mapping = read_youtube_mapping(mapping_file) if mapping_file else mapping_from_names(list(descriptions))
+    if mapping_file is not None:
+        mapping = read_youtube_mapping(mapping_file)
+    elif len(descriptions) == 1970:  # the full corpus: vid numbers are its byte-sorted clip names
+        mapping = mapping_from_names(list(descriptions))
+    else:
+        raise DatasetNotFoundError(
+            f"msvd {split} captions: {MAPPING_FILE} not found beside {ann}, one level up"
+            + (f" or under {root}" if root is not None else "")
+            + f", and {ann.name} describes {len(descriptions)} clips, not all 1,970, so the vid "
+            "numbering that defines the split cannot be derived. Put the mapping beside it.")
     items = [(mapping[v], descriptions.get(mapping[v], [])) for v in CAPTION_SPLITS[split] if v in mapping]
     items = [(name, caps) for name, caps in items if caps]
     if not items:
