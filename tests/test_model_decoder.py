@@ -1,0 +1,119 @@
+"""Two-pass decoder: masks, layout, nn.MultiheadAttention compatibility, video independence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import mammut_video  # noqa: F401
+from mammut_video.model import TextConfig, create_model
+from mammut_video.model.decoder import TextDecoder
+
+CFG = TextConfig(vocab_size=97, context_length=24, width=64, heads=4, layers=4, cross_attn_ratio=2)
+
+
+@pytest.fixture(scope="module")
+def decoder() -> TextDecoder:
+    torch.manual_seed(0)
+    return TextDecoder(CFG).eval()
+
+
+def _image_kv(decoder: TextDecoder, b: int, n: int = 9, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return decoder.cross_kv(torch.randn(b, n, CFG.width, generator=g))
+
+
+def test_layout_matches_openmammut(decoder):
+    assert len(decoder.resblocks) == 4 and len(decoder.cross_attn) == 2
+    assert [decoder.has_cross(i) for i in range(4)] == [True, False, True, False]
+    names = set(decoder.state_dict())
+    for name in ["token_embedding.weight", "positional_embedding", "lm_head", "ln_final.weight",
+                 "resblocks.3.attn.in_proj_weight", "resblocks.3.attn.out_proj.bias", "resblocks.0.mlp.c_fc.weight",
+                 "cross_attn.1.ln_1_kv.weight", "cross_attn.1.mlp.c_proj.weight", "cross_attn.0.attn.in_proj_bias"]:
+        assert name in names
+    assert decoder.lm_head.shape == (64, 97)
+    assert decoder.resblocks[0].attn.in_proj_weight.shape == (192, 64)
+
+
+def test_generative_pass_is_causal(decoder):
+    ids = torch.randint(0, 97, (2, 12))
+    kv = _image_kv(decoder, 2)
+    with torch.no_grad():
+        base, _ = decoder.forward_generative(ids, kv)
+        for t in (0, 5, 10):
+            changed = ids.clone()
+            changed[:, t + 1] = (changed[:, t + 1] + 1) % 97
+            out, _ = decoder.forward_generative(changed, kv)
+            torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], atol=1e-5, rtol=0)
+            assert not torch.allclose(out[:, t + 1], base[:, t + 1], atol=1e-4)
+
+
+def test_generative_pass_uses_the_video(decoder):
+    ids = torch.randint(0, 97, (1, 6))
+    with torch.no_grad():
+        a, _ = decoder.forward_generative(ids, _image_kv(decoder, 1, seed=1))
+        b, _ = decoder.forward_generative(ids, _image_kv(decoder, 1, seed=2))
+    assert not torch.allclose(a, b, atol=1e-4)
+
+
+def test_contrastive_pass_is_bidirectional(decoder):
+    ids = torch.randint(1, 97, (2, 10))
+    changed = ids.clone()
+    changed[:, -1] = (changed[:, -1] + 1) % 97
+    with torch.no_grad():
+        a = decoder.contrastive_tokens(ids)
+        b = decoder.contrastive_tokens(changed)
+    assert not torch.allclose(a[:, 0], b[:, 0], atol=1e-5)
+
+
+def test_contrastive_pooling_avg_all_includes_pads(decoder):
+    ids = torch.tensor([[5, 6, 7, 0, 0, 0]])
+    with torch.no_grad():
+        tokens = decoder.contrastive_tokens(ids)
+        pooled = decoder.forward_contrastive(ids)
+    torch.testing.assert_close(pooled, tokens.mean(1))
+
+
+def test_attention_matches_torch_multihead_attention(decoder):
+    block = decoder.resblocks[1]
+    mha = nn.MultiheadAttention(64, 4, batch_first=True).eval()
+    mha.load_state_dict(block.attn.state_dict())
+    x = torch.randn(2, 7, 64)
+    causal = torch.ones(7, 7, dtype=torch.bool).triu(1)  # True = masked, for nn.MultiheadAttention
+    with torch.no_grad():
+        expected = mha(x, x, x, attn_mask=causal, need_weights=False)[0]
+        q, kv = block.attn.project_q(x), block.attn.project_kv(x)
+        got = block.attn.attend(q, kv, causal=True)
+        # cross-attention: queries from text, keys/values from other tokens
+        y = torch.randn(2, 11, 64)
+        expected_x = mha(x, y, y, need_weights=False)[0]
+        got_x = block.attn.attend(block.attn.project_q(x), block.attn.project_kv(y))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_x, expected_x, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padding_does_not_change_logits(decoder):
+    ids = torch.randint(1, 97, (1, 5))
+    kv = _image_kv(decoder, 1)
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), ids], dim=1)
+    valid = torch.tensor([[False] * 3 + [True] * 5])
+    with torch.no_grad():
+        alone, _ = decoder.forward_generative(ids, kv)
+        pad, _ = decoder.forward_generative(padded, kv, valid=valid)
+    torch.testing.assert_close(pad[:, 3:], alone, atol=1e-5, rtol=0)
+
+
+def test_contrastive_text_features_do_not_depend_on_video():
+    torch.manual_seed(0)
+    model = create_model("mammut-video-tiny").eval()
+    ids = torch.randint(1, 1000, (2, 32))
+    with torch.no_grad():
+        a = model(torch.randn(2, 3, 8, 112, 112), ids)
+        b = model(torch.randn(2, 3, 8, 112, 112), ids)
+    torch.testing.assert_close(a["text_features"], b["text_features"])
+    torch.testing.assert_close(a["text_features"], model.encode_text(ids))
+    assert not torch.allclose(a["logits"], b["logits"], atol=1e-4)
+    assert not torch.allclose(a["image_features"], b["image_features"], atol=1e-4)
+    assert a["logits"].shape == (2, 32, 49408) and a["labels"].shape == (2, 32)
+    assert a["logit_scale"].ndim == 0

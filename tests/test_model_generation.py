@@ -1,0 +1,148 @@
+"""Greedy / beam search with and without the K/V cache, batching, EOS; caption / answer / rank_answers."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+import mammut_video  # noqa: F401
+from mammut_video.model import TextConfig, create_model
+from mammut_video.model.decoder import TextDecoder
+from mammut_video.model.generation import generate
+
+CFG = TextConfig(vocab_size=50, context_length=32, width=64, heads=4, layers=4, cross_attn_ratio=2)
+EOS, PAD = 49, 0
+
+
+@pytest.fixture(scope="module")
+def decoder() -> TextDecoder:
+    torch.manual_seed(0)
+    dec = TextDecoder(CFG).eval()
+    with torch.no_grad():
+        dec.lm_head.mul_(8.0)  # peaky distributions so that sequences differ between inputs
+    return dec
+
+
+def _kv(decoder, b, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return decoder.cross_kv(torch.randn(b, 7, CFG.width, generator=g))
+
+
+PROMPTS = [[48, 3, 4], [48], [48, 10, 11, 12, 13]]
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_cache_and_no_cache_give_identical_tokens(decoder, num_beams):
+    kv = _kv(decoder, 3)
+    kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=12, num_beams=num_beams)
+    cached = generate(decoder, kv, PROMPTS, use_cache=True, **kwargs)
+    uncached = generate(decoder, kv, PROMPTS, use_cache=False, **kwargs)
+    assert cached == uncached
+    assert any(len(seq) > 0 for seq in cached)
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_batch_equals_each_prompt_alone(decoder, num_beams):
+    kv = _kv(decoder, 3, seed=4)
+    kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8, num_beams=num_beams)
+    batch = generate(decoder, kv, PROMPTS, **kwargs)
+    alone = [generate(decoder, [(k[i:i + 1], v[i:i + 1]) for k, v in kv], [p], **kwargs)[0]
+             for i, p in enumerate(PROMPTS)]
+    assert batch == alone
+    assert len({tuple(s) for s in batch}) > 1  # different clips/prompts, different outputs
+
+
+def test_greedy_is_argmax_of_full_forward(decoder):
+    kv = _kv(decoder, 1)
+    out = generate(decoder, kv, [[48, 7]], eos_id=EOS, pad_id=PAD, max_new_tokens=6)[0]
+    seq = [48, 7]
+    for token in out:
+        with torch.no_grad():
+            logits, _ = decoder.forward_generative(torch.tensor([seq]), kv)
+        assert int(logits[0, -1].argmax()) == token
+        seq.append(token)
+
+
+@contextlib.contextmanager
+def eos_bias(decoder: TextDecoder, sign: float):
+    """Make EOS always (sign > 0) or never (sign < 0) win: ln_final's output sums to about width
+    after a +1 bias shift, so a large lm_head column for EOS dominates."""
+    with torch.no_grad():
+        decoder.ln_final.bias += 1.0
+        decoder.lm_head[:, EOS] += sign * 100.0
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            decoder.ln_final.bias -= 1.0
+            decoder.lm_head[:, EOS] -= sign * 100.0
+
+
+def test_max_new_tokens_and_context_limit(decoder):
+    kv = _kv(decoder, 1)
+    with eos_bias(decoder, -1.0):
+        assert len(generate(decoder, kv, [[48]], eos_id=EOS, max_new_tokens=5)[0]) == 5
+        assert len(generate(decoder, kv, [[48] * 30], eos_id=EOS, max_new_tokens=5)[0]) == 2  # context 32
+        assert len(generate(decoder, kv, [[48]], eos_id=EOS, max_new_tokens=4, num_beams=2)[0]) == 4
+
+
+def test_eos_stops_generation(decoder):
+    kv = _kv(decoder, 2)
+    with eos_bias(decoder, 1.0):
+        assert generate(decoder, kv, [[48], [48, 2]], eos_id=EOS, max_new_tokens=5) == [[], []]
+        assert generate(decoder, kv, [[48], [48, 2]], eos_id=EOS, max_new_tokens=5, num_beams=3) == [[], []]
+
+
+def test_beam_search_finds_at_least_greedy_likelihood(decoder):
+    kv = _kv(decoder, 1, seed=7)
+
+    def score(seq: list[int]) -> float:
+        ids = torch.tensor([[48] + seq + [EOS]])
+        with torch.no_grad():
+            logits, _ = decoder.forward_generative(ids, kv)
+        lp = logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])
+        return float(lp.sum())
+
+    greedy = generate(decoder, kv, [[48]], eos_id=EOS, max_new_tokens=20)[0]
+    beam = generate(decoder, kv, [[48]], eos_id=EOS, max_new_tokens=20, num_beams=4, length_penalty=0.0)[0]
+    assert score(beam) >= score(greedy) - 1e-4
+
+
+# ------------------------------------------------------------------ model-level (real CLIP tokenizer)
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return create_model("mammut-video-tiny").eval()
+
+
+def test_caption_and_answer_return_strings(tiny):
+    video = torch.randn(2, 3, 8, 112, 112)
+    captions = tiny.caption(video, max_new_tokens=5)
+    answers = tiny.answer(video, ["what is the dog doing?", "who is there"], max_new_tokens=3, num_beams=2)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    with pytest.raises(ValueError, match="questions"):
+        tiny.answer(video, ["only one"])
+
+
+def test_rank_answers_matches_full_forward(tiny):
+    from mammut_video.text import qa_prompt_ids
+
+    video = torch.randn(2, 3, 8, 112, 112)
+    questions = ["what is he doing?", "what colour is the car?"]
+    candidates = ["run", "playing guitar", "red"]
+    scores = tiny.rank_answers(video, questions, candidates, batch_size=2)
+    normed = tiny.rank_answers(video, questions, candidates, length_normalize=True)
+    assert scores.shape == (2, 3)
+    tok = tiny.tokenizer
+    prompt = qa_prompt_ids(tok, questions[1:])[0]
+    answer = tok.encode("playing guitar") + [tok.eot_id]
+    ids = torch.tensor([prompt + answer])
+    with torch.no_grad():
+        out = tiny(video[1:], ids)
+    lp = out["logits"][0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
+    expected = lp[len(prompt) - 1:].sum()
+    torch.testing.assert_close(scores[1, 1], expected, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(normed[1, 1], expected / len(answer), atol=1e-4, rtol=1e-5)
