@@ -1,13 +1,34 @@
 """Checkpoints: the own format (``save_pretrained`` / ``load_model``) and importers for timm,
-open_clip / OpenAI-CLIP and openMaMMUT weights (``convert``)."""
+open_clip / OpenAI-CLIP and openMaMMUT weights (``convert``).
 
-from mammut_video.checkpoint.convert import SOURCES, convert, from_open_clip, from_openmammut, from_timm
-from mammut_video.checkpoint.files import CheckpointError, read_state_dict
-from mammut_video.checkpoint.pretrained import load_model, read_checkpoint_config, save_pretrained
-from mammut_video.checkpoint.strict import check_state_dict, load_state_dict_strict
+Names load lazily so that ``mammut-video --help`` (which imports ``checkpoint.cli``) stays
+free of torch.
+"""
 
-__all__ = [
-    "CheckpointError", "SOURCES", "check_state_dict", "convert", "from_open_clip", "from_openmammut",
-    "from_timm", "load_model", "load_state_dict_strict", "read_checkpoint_config", "read_state_dict",
-    "save_pretrained",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SOURCES": "convert", "convert": "convert", "from_open_clip": "convert", "from_openmammut": "convert",
+    "from_timm": "convert",
+    "CheckpointError": "files", "read_state_dict": "files",
+    "load_model": "pretrained", "read_checkpoint_config": "pretrained", "save_pretrained": "pretrained",
+    "check_state_dict": "strict", "load_state_dict_strict": "strict",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mammut_video.checkpoint' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mammut_video.checkpoint.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

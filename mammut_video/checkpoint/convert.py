@@ -131,7 +131,7 @@ def _build(arch: Arch, kind: str, preset: str | None, source: str, checks: tuple
 
     if preset is None:
         model = create_model(_inferred_config(arch, kind))
-        return model, [f"model size inferred from the weights (attention heads = width // 64)"]
+        return model, ["model size inferred from the weights (attention heads = width // 64)"]
     model = create_model(preset)
     return model, _compare(arch, _arch_of_model(model), preset, source, checks)
 
