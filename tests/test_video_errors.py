@@ -1,0 +1,144 @@
+"""Every kind of bad input raises VideoDecodeError naming the file, with every backend.
+
+The reads run in a subprocess with a timeout, so a hang or a crash inside a decoder fails
+the test instead of stalling or killing the test run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import mammut_video as mv
+from mammut_video.video import moving_pattern, write_clip
+
+REPO = Path(__file__).resolve().parents[1]
+BACKENDS = ["auto", "decord", "pyav"]
+
+
+def _write_audio_only(path: Path) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+
+
+def _faststart_copy(src: Path, dst: Path) -> None:
+    """Remux with the index (moov) first, so a cut file still lists every frame."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad")
+    good = write_clip(root / "good.mp4", moving_pattern(48, 64, 96), 24, gop=8)
+    data = good.read_bytes()
+    files: dict[str, Path] = {"missing": root / "missing.mp4"}
+    (root / "folder.mp4").mkdir()
+    files["directory"] = root / "folder.mp4"
+    files["zero_bytes"] = root / "zero.mp4"
+    files["zero_bytes"].write_bytes(b"")
+    files["truncated"] = root / "truncated.mp4"  # index at the end: cut off
+    files["truncated"].write_bytes(data[: len(data) // 2])
+    _faststart_copy(good, root / "indexed.mp4")
+    indexed = (root / "indexed.mp4").read_bytes()
+    files["truncated_indexed"] = root / "truncated_indexed.mp4"  # index lists frames not there
+    files["truncated_indexed"].write_bytes(indexed[: len(indexed) // 2])
+    files["random_bytes"] = root / "random.mp4"
+    files["random_bytes"].write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
+    flipped = bytearray(data)  # every bit of the middle half of the stream flipped
+    for i in range(len(flipped) // 4, len(flipped) // 2):
+        flipped[i] ^= 0xFF
+    files["bit_flipped"] = root / "flipped.mp4"
+    files["bit_flipped"].write_bytes(bytes(flipped))
+    files["text"] = root / "notes.mp4"
+    files["text"].write_text("not a video\n" * 50)
+    files["audio_only"] = root / "audio.m4a"
+    _write_audio_only(files["audio_only"])
+    return files
+
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import mammut_video as mv
+    backends, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    out = {backend: {} for backend in backends}
+    for backend in backends:
+        for name, path in cases.items():
+            try:
+                clip = mv.read_clip(path, 8, backend=backend)
+                out[backend][name] = ["ok", list(clip.shape)]
+            except mv.VideoDecodeError as e:
+                out[backend][name] = ["VideoDecodeError", e.path, e.cause, str(e)]
+            except BaseException as e:
+                out[backend][name] = [type(e).__module__ + "." + type(e).__name__, str(e)]
+            print("DONE", backend, name, flush=True)
+    print("RESULT " + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def outcomes(bad_files) -> dict[str, dict[str, list]]:
+    """{backend: {case: result}} from one subprocess (one torch import) for all reads."""
+    cases = json.dumps({k: str(v) for k, v in bad_files.items()})
+    try:
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(BACKENDS), cases], cwd=REPO,
+                              capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        done = out.splitlines()[-1:]
+        pytest.fail(f"reading the bad files hung (timeout); last finished: {done}")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (
+        f"subprocess died (rc {proc.returncode}) after {proc.stdout.splitlines()[-1:]}: "
+        f"{proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+CASES = ["missing", "directory", "zero_bytes", "truncated", "truncated_indexed", "random_bytes",
+         "bit_flipped", "text", "audio_only"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_raises_video_decode_error(outcomes, bad_files, case, backend):
+    result = outcomes[backend][case]
+    assert result[0] == "VideoDecodeError", f"{case} with {backend}: {result}"
+    _, path, cause, message = result
+    assert path == str(bad_files[case])
+    assert cause and message == f"cannot decode video {path!r}: {cause}"
+
+
+def test_messages_name_the_cause(outcomes):
+    auto = {case: outcomes["auto"][case][2] for case in CASES}
+    assert "no such file" in auto["missing"]
+    assert "directory" in auto["directory"]
+    assert "empty" in auto["zero_bytes"]
+    assert "truncated" in auto["truncated_indexed"]
+    assert "no video stream" in auto["audio_only"]
+
+
+def test_good_file_reads_in_the_same_harness(bad_files):
+    clip = mv.read_clip(bad_files["truncated"].with_name("good.mp4"), 8)
+    assert clip.shape == (8, 64, 96, 3)
+
+
+def test_error_pickles_with_path_and_cause():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(mv.VideoDecodeError("x.mp4", "boom")))
+    assert (err.path, err.cause, str(err)) == ("x.mp4", "boom", "cannot decode video 'x.mp4': boom")
