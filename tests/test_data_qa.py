@@ -114,6 +114,14 @@ def test_msrvtt_videos_split_over_two_download_folders(synth, tmp_path):
     assert {r.video.parent.name for r in qa.records} == {"TestVideo", "TrainValVideo"}
 
 
+def test_root_holding_both_datasets(synth, tmp_path):
+    shutil.copytree(synth["msrvtt"], tmp_path / "MSRVTT")
+    shutil.copytree(synth["msvd"], tmp_path / "msvd_data")
+    for dataset, folder in (("msvd-qa", "msvd_data"), ("msrvtt-qa", "MSRVTT")):
+        qa = load_qa(dataset, "test", data_root=tmp_path)
+        assert qa.annotation_file.is_relative_to(tmp_path / folder) and not qa.missing_videos
+
+
 def test_explicit_paths_override_discovery(synth, tmp_path):
     root = synth["msrvtt"]
     other = tmp_path / "elsewhere"

@@ -67,25 +67,30 @@ def _listing(dirs: Sequence[ScannedDir], limit: int = 25) -> str:
 
 
 def find_annotation(root: Path, names: Sequence[str], what: str,
-                    scanned: list[ScannedDir] | None = None) -> Path:
-    """The annotation file under ``root`` whose name comes first in ``names`` (case-insensitive)."""
+                    scanned: list[ScannedDir] | None = None, avoid: str | None = None) -> Path:
+    """The annotation file under ``root`` whose name comes first in ``names`` (case-insensitive).
+
+    Files whose path below ``root`` contains ``avoid`` (another dataset's name, for a root
+    holding several datasets) are taken only when nothing else matches.
+    """
     if not root.is_dir():
         raise DatasetNotFoundError(f"{what}: data root {root} is not a folder")
     scanned = scan(root) if scanned is None else scanned
     rank = {n.lower(): i for i, n in enumerate(names)}
-    best: tuple[int, int, str] | None = None
+    best: tuple[bool, int, int, str] | None = None
     for d in scanned:
+        other = avoid is not None and avoid in str(d.path.relative_to(root)).lower()
         for name in d.files:
             r = rank.get(name.lower())
             if r is not None:
-                key = (r, d.depth, str(d.path / name))
+                key = (other, r, d.depth, str(d.path / name))
                 best = key if best is None or key < best else best
     if best is None:
         raise DatasetNotFoundError(
             f"{what}: found none of [{', '.join(names)}] under {root} (searched {len(scanned)} "
             f"folders, {MAX_DEPTH} levels deep):\n{_listing(scanned)}\n"
             f"Pass the file with --annotations, or see datasets/*/README.md for the expected layouts.")
-    return Path(best[2])
+    return Path(best[3])
 
 
 def find_video_dir(root: Path, wanted: Callable[[str], bool], what: str,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_records
-from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, find_annotation, find_video_dir, scan
+from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, find_annotation, find_video_dir
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
 
@@ -78,14 +78,7 @@ def find_qa_annotations(dataset: str, split: str, data_root: Path | None = None,
     if not root.exists():
         raise DatasetNotFoundError(f"{dataset} {split}: {root} does not exist")
     return find_annotation(root, qa_file_names(dataset, split), f"{dataset} {split} annotations",
-                           _prefer_not(scan(root), root, _OTHER[dataset]))
-
-
-def _prefer_not(scanned, root: Path, token: str | None):
-    """Scan order that puts folders naming the other dataset last (a root holding both)."""
-    if token is None:
-        return scanned
-    return sorted(scanned, key=lambda d: token in str(d.path.relative_to(root)).lower())
+                           avoid=_OTHER[dataset])
 
 
 def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
@@ -231,8 +224,7 @@ def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = No
         video_dir = root if root is not None else ann.parent
     else:
         search_root = root if root is not None else ann.parent.parent
-        video_dir = find_video_dir(search_root, set(stems).__contains__, f"{dataset} {split} videos",
-                                   _prefer_not(scan(search_root), search_root, _OTHER[dataset]))
+        video_dir = find_video_dir(search_root, set(stems).__contains__, f"{dataset} {split} videos")
     resolver.bind(video_dir)
     records, paths = [], {}
     for r, stem in zip(raw, stems):
