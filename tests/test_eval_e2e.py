@@ -51,6 +51,7 @@ def _stable(metrics_file: Path) -> dict:
     return {k: v for k, v in m.items() if k not in ("date", "run")}
 
 
+@pytest.mark.slow
 def test_answer_questions_equals_model_answer() -> None:
     import mammut_video as mv
     from mammut_video.eval.tasks import answer_questions
@@ -149,3 +150,17 @@ def test_clear_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture
     assert main(base + ["--data-root", str(setup["msvd"]), "--checkpoint", str(setup["ckpt"])]) == 2
     err = capsys.readouterr().err
     assert "test_qa.json" in err or "msrvtt" in err.lower()
+
+
+@pytest.mark.slow
+def test_rank_protocol_picks_from_answer_list(setup: dict, tmp_path: Path) -> None:
+    answers = tmp_path / "answers.txt"
+    answers.write_text("red\nblue\ncircle\n2\n")
+    out = tmp_path / "rank"
+    assert _eval(setup, "msrvtt-qa", "msrvtt", out, "--protocol", "rank", "--answer-list", str(answers),
+                 "--limit", "12") == 0
+    preds = _lines(out / "predictions.jsonl")
+    assert len(preds) == 12
+    predicted = {p["prediction"] for p in preds if p["prediction"] is not None}
+    assert predicted and predicted <= {"red", "blue", "circle", "2"}
+    assert json.loads((out / "metrics.json").read_text())["protocol"] == "rank"
