@@ -109,10 +109,16 @@ class Fields:
         self.path, self.index, self.record = path, index, record
 
     def has(self, name: str) -> bool:
-        return self.record.get(name) not in (None, "")
+        value = self.record.get(name)
+        return value is not None and value != ""
 
     def first_present(self, *names: str) -> str | None:
-        return next((n for n in names if self.has(n)), None)
+        get = self.record.get
+        for name in names:
+            value = get(name)
+            if value is not None and value != "":
+                return name
+        return None
 
     def error(self, message: str) -> AnnotationError:
         return AnnotationError(self.path, message, self.index)

@@ -217,7 +217,12 @@ def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = No
     ann = find_qa_annotations(dataset, split, root, Path(annotations) if annotations is not None else None)
     raw = read_qa_annotations(ann, split)
     resolver = _VideoResolver(dataset, ann, root)
-    stems = [resolver.stem(r.video_ref, i) for i, r in enumerate(raw)]
+    stem_of: dict[str | int, str] = {}
+    stems = []
+    for i, r in enumerate(raw):
+        if r.video_ref not in stem_of:
+            stem_of[r.video_ref] = resolver.stem(r.video_ref, i)
+        stems.append(stem_of[r.video_ref])
     if videos is not None:
         video_dir = Path(videos)
     elif dataset == "custom":
