@@ -20,6 +20,7 @@ _EXPORTS = {
     "probe_video": "mammut_video.video",
     "VideoInfo": "mammut_video.video",
     "VideoDecodeError": "mammut_video.video",
+    "build_clip_transform": "mammut_video.video",
     "create_model": "mammut_video.model",
     "load_model": "mammut_video.model",
     "list_presets": "mammut_video.model",
