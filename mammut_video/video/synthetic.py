@@ -121,23 +121,26 @@ def write_clip(
 
 
 def moving_pattern(num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Frames that change visibly from one to the next, for decode tests and benchmarks.
+    """Frames that differ clearly from one another, for decode tests and benchmarks.
 
     Returns:
-        uint8 (num_frames, height, width, 3): a smooth colour gradient plus a bright square
-        whose position moves with the frame index and whose brightness encodes it, so
-        neighbouring frames differ by much more than codec noise.
+        uint8 (num_frames, height, width, 3): a colour gradient; 8 vertical stripes, stripe
+        ``b`` raised by 100 when bit ``b`` of ``i % 256`` is set (so any two of 256
+        consecutive frames differ by >= ~12 in mean absolute value, far above codec noise);
+        and a square that moves with the frame index.
     """
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack([xx / max(width - 1, 1), yy / max(height - 1, 1),
-                     np.full_like(xx, rng.uniform(0.2, 0.8))], axis=-1) * 160
+                     np.full_like(xx, rng.uniform(0.2, 0.8))], axis=-1) * 100
+    stripe = np.minimum((np.arange(width) * 8) // width, 7)  # stripe number of each column
     out = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     side = max(4, min(height, width) // 4)
     for i in range(num_frames):
-        frame = base.copy()
+        bits = (((i % 256) >> stripe) & 1).astype(np.float32) * 100
+        frame = base + bits[None, :, None]
         y = (i * 7) % max(height - side, 1)
         x = (i * 13) % max(width - side, 1)
-        frame[y:y + side, x:x + side] = 40 + (i * 37) % 200
-        out[i] = frame.astype(np.uint8)
+        frame[y:y + side, x:x + side] = 20 + (i * 37) % 235
+        out[i] = np.clip(frame, 0, 255).astype(np.uint8)
     return out
