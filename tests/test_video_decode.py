@@ -144,3 +144,15 @@ def test_realdata_fps_sampling_timestamps(realdata):
         for backend in ("decord", "pyav"):
             clip = mv.read_clip(path, len(expected), sampling="fps", fps=rate, start=start, backend=backend)
             assert np.array_equal(clip.numpy(), reference), (path.name, rate, start, backend)
+
+
+def test_pyav_numbers_frames_by_output_order_when_pts_are_missing(clips, monkeypatch):
+    expected = mv.read_clip(clips["mp4"], 6, start=1.0, backend="decord")
+    original = decode._PacketIndex.__init__
+
+    def without_pts(self, packets, stream):
+        original(self, packets, stream)
+        self.has_pts, self.index_of_pts = False, {}
+
+    monkeypatch.setattr(decode._PacketIndex, "__init__", without_pts)
+    assert torch.equal(mv.read_clip(clips["mp4"], 6, start=1.0, backend="pyav"), expected)

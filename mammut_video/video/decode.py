@@ -171,43 +171,45 @@ class _PacketIndex:
         self.has_pts = all(p is not None for p in pts) and len(set(pts)) == len(pts)
         n = len(packets)
         if self.has_pts:
-            order = np.sort(np.asarray(pts, dtype=np.int64))
-            self.index_of_pts = {int(p): i for i, p in enumerate(order)}
-            self.timestamps = (order - order[0]).astype(np.float64) * float(stream.time_base)
+            self.sorted_pts = np.sort(np.asarray(pts, dtype=np.int64))
+            self.index_of_pts = {int(p): i for i, p in enumerate(self.sorted_pts)}
+            first = self.sorted_pts[0]
+            self.timestamps = (self.sorted_pts - first).astype(np.float64) * float(stream.time_base)
             if self.frame_duration is None and n > 1:
                 self.frame_duration = float(np.median(np.diff(self.timestamps)))
         else:
+            self.sorted_pts = np.zeros(0, dtype=np.int64)
             self.index_of_pts = {}
-            step = self.frame_duration or 1.0
-            self.timestamps = np.arange(n, dtype=np.float64) * step
+            self.timestamps = np.arange(n, dtype=np.float64) * (self.frame_duration or 1.0)
 
     def __len__(self) -> int:
         return len(self.packets)
 
     def start_packet(self, first_index: int) -> int:
-        """Position of the last keyframe packet shown at or before frame ``first_index``."""
+        """Position of the last keyframe packet shown at or before frame ``first_index``.
+
+        Decoding from there yields frame ``first_index`` and everything after it; without
+        pts (frames numbered by output order) decoding must start at packet 0.
+        """
         if not self.has_pts or first_index == 0:
             return 0
-        target = self._pts_of_index(first_index)
+        target = self.sorted_pts[first_index]
         best = 0
         for pos, packet in enumerate(self.packets):
             if packet.is_keyframe and packet.pts <= target:
                 best = pos
         return best
 
-    def _pts_of_index(self, i: int) -> int:
-        if not hasattr(self, "_sorted_pts"):
-            self._sorted_pts = sorted(self.index_of_pts)
-        return self._sorted_pts[i]
-
 
 def _demux(container: Any, stream: Any, path: str) -> _PacketIndex:
     """All video packets; raises when the file holds fewer than its header lists."""
     packets = [p for p in container.demux(stream) if p.size > 0]
     listed = stream.frames  # mp4/mov sample tables give it; 0 when unknown (mkv, webm)
-    if (listed and len(packets) < listed) or any(p.is_corrupt for p in packets[-1:]):
-        raise VideoDecodeError(path, f"pyav: truncated file: the container lists {listed or '?'} "
-                                     f"frames, only {len(packets)} are present")
+    if listed and len(packets) < listed:
+        raise VideoDecodeError(path, f"pyav: truncated file: the container lists {listed} frames, "
+                                     f"only {len(packets)} are present")
+    if packets and packets[-1].is_corrupt:
+        raise VideoDecodeError(path, f"pyav: truncated file: video packet {len(packets)} is incomplete")
     return _PacketIndex(packets, stream)
 
 
@@ -220,13 +222,11 @@ def _decode_frames(path: str, stream: Any, index: _PacketIndex, wanted: np.ndarr
     first = int(wanted.min())
     pos = index.start_packet(first)
     frames: dict[int, np.ndarray] = {}
-    counter = 0  # decode-output order, used when pts cannot number frames
+    counter = 0  # frames out of the decoder; numbers them when pts cannot
 
     def keep(frame: Any) -> None:
         nonlocal counter
-        i = index.index_of_pts.get(frame.pts) if index.has_pts else None
-        if i is None and pos == 0:
-            i = counter
+        i = index.index_of_pts.get(frame.pts) if index.has_pts else counter
         counter += 1
         if i is not None and i in need and i not in frames:
             frames[i] = frame.to_ndarray(format="rgb24")
