@@ -65,6 +65,7 @@ def write_clip(
     *,
     gop: int | None = None,
     crf: int = 18,
+    pix_fmt: str = "yuv420p",
 ) -> Path:
     """Encode ``frames`` to ``path`` with PyAV.
 
@@ -78,6 +79,7 @@ def write_clip(
         codec: an FFmpeg encoder name, overriding the extension's choice.
         gop: keyframe interval in frames (encoder default when None).
         crf: quality for libx264 / libvpx (lower is better; 18 is visually lossless).
+        pix_fmt: stored pixel format, e.g. "yuv444p" or 10-bit "yuv420p10le" (libx264).
 
     Returns:
         ``Path(path)``.
@@ -107,13 +109,14 @@ def write_clip(
         options["preset"] = "veryfast"
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = w, h, pix_fmt
         if codec == "mpeg4":
             stream.bit_rate = max(1_000_000, h * w * 30)
         if gop is not None:
             stream.codec_context.gop_size = gop
         for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=pix_fmt)
+            for packet in stream.encode(picture):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
