@@ -146,3 +146,18 @@ def test_rank_answers_matches_full_forward(tiny):
     expected = lp[len(prompt) - 1:].sum()
     torch.testing.assert_close(scores[1, 1], expected, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(normed[1, 1], expected / len(answer), atol=1e-4, rtol=1e-5)
+
+
+def test_preprocess_then_caption_on_a_real_clip(tiny, realdata):
+    from mammut_video.video import read_clip
+
+    clip = read_clip(realdata / "msrvtt" / "video7016.mp4", num_frames=tiny.config.num_frames)
+    x = tiny.preprocess(clip)
+    assert x.shape == (3, 8, 112, 112) and x.dtype == torch.float32
+    out = tiny.encode_video(x[None], normalize=True)
+    assert out.tokens.shape == (1, 132, 192)
+    torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(1))
+    captions = tiny.caption(x[None], max_new_tokens=4, num_beams=2)
+    assert len(captions) == 1 and isinstance(captions[0], str)
+    sims = tiny.encode_text(["mom and two girls making easter eggs", "a car"], normalize=True) @ out.embedding.T
+    assert sims.shape == (2, 1)

@@ -2,8 +2,9 @@
 
 (a) ``mammut-video-B-16`` encoder: sparse tubes (one ViT pass per clip) vs. encoding every frame
     separately through the same ViT, at 8 / 16 / 32 frames of 224x224.
-(b) caption generation with vs. without the key/value cache, ms per generated token, for 8 / 32 /
-    64 new tokens (greedy, EOS disabled so every run produces exactly that many tokens).
+(b) caption generation with vs. without the key/value cache, ms per generated token (per step of
+    the whole batch), for 8 / 32 / 64 new tokens, batches of 1 and 4 clips (greedy, EOS disabled so
+    every run produces exactly that many tokens).
 
 Usage: ``python tools/bench_model.py [--repeats 3] [--frames 8 16 32] [--new-tokens 8 32 64]``
 """
@@ -22,52 +23,58 @@ from mammut_video.model import create_model
 from mammut_video.model.generation import generate
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def median_ms(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median wall time (ms) of each function; runs are interleaved so that load from other
+    processes on a shared machine hits all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[8, 32, 64])
+    parser.add_argument("--gen-batch", type=int, nargs="+", default=[1, 4], help="clips decoded together")
     args = parser.parse_args()
 
     torch.manual_seed(0)
     model = create_model("mammut-video-B-16").eval()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model mammut-video-B-16, "
-          f"batch 1, median of {args.repeats}")
+          f"float32, median of {args.repeats} interleaved runs")
 
-    print("\n(a) encoder, 224x224 clips")
+    print("\n(a) encoder, one 224x224 clip")
     print(f"{'frames':>6} | {'tube tokens':>11} | {'tube ms':>8} | {'per-frame tokens':>16} | {'per-frame ms':>12} | {'speed-up':>8}")
     with torch.inference_mode():
         for t in args.frames:
             clip = torch.randn(1, 3, t, 224, 224)
             n_tube = model.visual.forward_tokens(clip).shape[1]
             n_frame = model.visual.forward_per_frame(clip).shape[1]
-            tube_ms = median_ms(lambda: model.visual.forward_tokens(clip), args.repeats)
-            frame_ms = median_ms(lambda: model.visual.forward_per_frame(clip), args.repeats)
+            tube_ms, frame_ms = median_ms(
+                [lambda: model.visual.forward_tokens(clip), lambda: model.visual.forward_per_frame(clip)], args.repeats)
             print(f"{t:>6} | {n_tube:>11} | {tube_ms:>8.1f} | {n_frame:>16} | {frame_ms:>12.1f} | {frame_ms / tube_ms:>7.1f}x")
 
-        print("\n(b) generation (greedy, 32-frame clip's 540 visual tokens, 12-layer width-768 decoder)")
-        print(f"{'new tokens':>10} | {'cache ms/token':>14} | {'no-cache ms/token':>17} | {'speed-up':>8}")
-        kv = model.cross_kv(model.visual.forward_tokens(torch.randn(1, 3, 32, 224, 224)))
-        sot = [[49406]]
-        for n in args.new_tokens:
-            def run(use_cache: bool) -> list[list[int]]:
-                out = generate(model.text, kv, sot, eos_id=-1, max_new_tokens=n, use_cache=use_cache)
-                assert len(out[0]) == n
-                return out
+        print("\n(b) generation (greedy, 32-frame clips' 540 visual tokens each, 12-layer width-768 decoder)")
+        print(f"{'batch':>5} | {'new tokens':>10} | {'cache ms/token':>14} | {'no-cache ms/token':>17} | {'speed-up':>8}")
+        for batch in args.gen_batch:
+            video = torch.randn(batch, 3, 32, 224, 224)
+            kv = model.cross_kv(model.visual.forward_tokens(video))
+            sot = [[49406] for _ in range(batch)]
+            for n in args.new_tokens:
+                def run(use_cache: bool) -> list[list[int]]:
+                    out = generate(model.text, kv, sot, eos_id=-1, max_new_tokens=n, use_cache=use_cache)
+                    assert all(len(row) == n for row in out)
+                    return out
 
-            cached = median_ms(lambda: run(True), args.repeats) / n
-            uncached = median_ms(lambda: run(False), args.repeats) / n
-            print(f"{n:>10} | {cached:>14.2f} | {uncached:>17.2f} | {uncached / cached:>7.1f}x")
+                cached, uncached = (ms / n for ms in median_ms([lambda: run(True), lambda: run(False)], args.repeats))
+                print(f"{batch:>5} | {n:>10} | {cached:>14.2f} | {uncached:>17.2f} | {uncached / cached:>7.1f}x")
 
 
 if __name__ == "__main__":

@@ -52,13 +52,15 @@ class _Stepper:
             logits, _ = self.decoder.forward_generative(self.ids, self.cross_kv, None, self.valid)
         return logits[:, -1].float().log_softmax(-1)
 
-    def select(self, index: torch.Tensor) -> None:
-        """Keep / repeat rows (beam reordering)."""
+    def select(self, index: torch.Tensor, same_clips: bool = False) -> None:
+        """Keep / repeat rows (beam reordering). ``same_clips``: every row keeps a row of the same
+        clip, so the cross-attention K/V (identical within a clip) need no reordering."""
         assert self.ids is not None and self.valid is not None and self.cache is not None
         self.ids, self.valid = self.ids[index], self.valid[index]
         if self.use_cache:
             self.cache = self.cache.select(index)
-        self.cross_kv = [(k[index], v[index]) for k, v in self.cross_kv]
+        if not same_clips:
+            self.cross_kv = [(k[index], v[index]) for k, v in self.cross_kv]
 
 
 def _max_new(decoder: TextDecoder, prompt_len: int, max_new_tokens: int) -> int:
@@ -163,15 +165,16 @@ def _beam(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int
         if all_done or step == steps - 1:
             break
         index = torch.tensor(next_rows, device=ids.device)
-        stepper.select(index)
+        stepper.select(index, same_clips=True)
         logp = stepper.step(torch.tensor(next_tokens, device=ids.device))
 
     results = []
     for i in range(b):
         hyps = list(finished[i])
-        for j in range(k):
-            s = scores[i, j].item()
-            if s > float("-inf"):
-                hyps.append((norm(s, len(seqs[i * k + j])), seqs[i * k + j]))
+        if len(hyps) < k:  # out of steps before k hypotheses finished: unfinished beams compete too
+            for j in range(k):
+                s = scores[i, j].item()
+                if s > float("-inf"):
+                    hyps.append((norm(s, len(seqs[i * k + j])), seqs[i * k + j]))
         results.append(max(hyps, key=lambda f: f[0])[1] if hyps else [])
     return results

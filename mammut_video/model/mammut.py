@@ -48,11 +48,15 @@ class MammutVideo(nn.Module):
     # ----------------------------------------------------------------- helpers
     @property
     def tokenizer(self) -> Any:
-        """The tokenizer named by ``config.tokenizer`` (built on first use)."""
+        """The tokenizer named by ``config.tokenizer`` (built on first use, padding to the model's context).
+
+        A checkpoint loader whose tokenizer needs files (SentencePiece) sets it: ``model.tokenizer = tok``.
+        """
         if self._tokenizer is None:
             from mammut_video.text import build_tokenizer
 
-            self._tokenizer = build_tokenizer(self.config.tokenizer)
+            spec = {**self.config.tokenizer, "context_length": self.config.text.context_length}
+            self._tokenizer = build_tokenizer(spec)
         return self._tokenizer
 
     @tokenizer.setter
@@ -162,7 +166,7 @@ class MammutVideo(nn.Module):
             raise ValueError(f"{video.shape[0]} clips but {len(questions)} questions")
         gen_kwargs.setdefault("max_new_tokens", 10)
         tok = self.tokenizer
-        out = self.generate(video, qa_prompt_ids(tok, questions), **gen_kwargs)
+        out = self.generate(video, qa_prompt_ids(tok, questions, self.config.text.context_length), **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
 
     @torch.no_grad()
@@ -184,7 +188,7 @@ class MammutVideo(nn.Module):
         answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
         scores = torch.empty(video.shape[0], len(candidates))
         limit = self.config.text.context_length
-        for b, prompt in enumerate(qa_prompt_ids(tok, questions)):
+        for b, prompt in enumerate(qa_prompt_ids(tok, questions, self.config.text.context_length)):
             for start in range(0, len(answers), batch_size):
                 chunk = answers[start: start + batch_size]
                 seqs = [(prompt + a)[:limit] for a in chunk]
