@@ -115,3 +115,22 @@ def test_real_msrvtt_clip(realdata):
     rec = VideoRecord(video=realdata / "msrvtt" / "video7010.mp4", video_id="video7010")
     item = ClipDataset([rec], transform=to_cthw, num_frames=4)[0]
     assert item["error"] is None and item["video"].shape == (3, 4, 240, 320)
+
+
+def test_fps_sampling_reaches_read_clip(tmp_path):
+    # Bug: ClipDataset(fps=...) passed fps= with sampling="uniform"; read_clip rejects that with
+    # a ValueError, which the dataset then reported as a bad clip for every single item.
+    from mammut_video.video import moving_pattern, write_clip
+
+    path = write_clip(tmp_path / "a.mp4", moving_pattern(30, 32, 32), fps=10)
+    rec = VideoRecord(video=path, video_id="a")
+    item = ClipDataset([rec], num_frames=4, fps=5.0)[0]
+    assert item["error"] is None and item["video"].shape[0] == 4
+
+
+def test_wrong_sampling_arguments_fail_at_construction():
+    # A wrong argument is the caller's bug, not a bad clip: it must not be hidden per item.
+    with pytest.raises(ValueError, match="fps"):
+        ClipDataset([], num_frames=4, sampling="random", fps=5.0)
+    with pytest.raises(ValueError, match="sampling"):
+        ClipDataset([], num_frames=4, sampling="every-other")

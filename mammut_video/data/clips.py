@@ -35,7 +35,8 @@ class ClipDataset(Dataset):
             keeps the uint8 (T, H, W, C) frames.
         num_frames: frames per clip.
         sampling: frame sampling passed to ``read_clip`` ("uniform", "random", ...).
-        fps: sample at this rate instead of a fixed count spread over the clip (``read_clip``).
+        fps: sample ``num_frames`` frames at this rate (``read_clip(sampling="fps")``); with the
+            default ``sampling`` it switches to "fps", with any other mode it is a ValueError.
         backend: decoder passed to ``read_clip`` (None: its default).
         seed: with random sampling, item ``i`` uses generator seed ``seed + i`` (reproducible
             whatever the worker); None leaves it to the worker's RNG.
@@ -50,6 +51,11 @@ class ClipDataset(Dataset):
                  num_frames: int = 16, sampling: str = "uniform", *, fps: float | None = None,
                  backend: str | None = None, seed: int | None = None,
                  reader: Callable[..., torch.Tensor] | None = None):
+        from mammut_video.video.sampling import check_sampling_args
+
+        if fps is not None and sampling == "uniform":
+            sampling = "fps"  # a rate replaces the default spread; any other mode with fps is an error
+        check_sampling_args(num_frames, sampling, fps, None, None)
         self.items = items
         self.transform = transform
         self.num_frames, self.sampling, self.fps, self.backend = num_frames, sampling, fps, backend
