@@ -1,8 +1,9 @@
 """mammut-video: sparse video tubes on a pretrained image ViT + the MaMMUT two-pass decoder.
 
-The public names are imported lazily so that ``import mammut_video`` stays light; timm and
-open_clip load when a name that needs them is used. The torchvision guard runs first so that
-``import timm`` / ``import open_clip`` work after ``import mammut_video`` on CPU-only torch.
+The public names are imported lazily so that ``import mammut_video`` (and the CLI's
+``--help``) stays fast; torch, timm and open_clip load when a name that needs them is used.
+The torchvision guard is installed first, so that ``import timm`` / ``import open_clip`` work
+after ``import mammut_video`` on CPU-only torch (see ``_torchvision_guard``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from mammut_video import _torchvision_guard  # noqa: F401  (must precede timm/open_clip)
+from mammut_video import _torchvision_guard
+
+_torchvision_guard.install()
 
 __version__ = "0.1.0"
 
