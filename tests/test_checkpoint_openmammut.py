@@ -17,16 +17,30 @@ VOCAB, CTX, WIDTH, LAYERS, RATIO = 500, 16, 128, 4, 2
 V_WIDTH, V_LAYERS, PATCH, IMAGE = 128, 2, 16, 64
 
 
-class RefText(nn.Module):
-    """The fork's MultimodalTransformer (does_full_decoding=True), parameter names included."""
+class _NoMLP(nn.Module):
+    """Stands in for a missing MLP in open_clip's block (``x + mlp(ln_2(x))`` -> ``x``), no parameters."""
 
-    def __init__(self) -> None:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+class RefText(nn.Module):
+    """The fork's MultimodalTransformer (does_full_decoding=True), parameter names included.
+
+    ``has_mlp=False`` (the fork's mammut_ViT-S-16 config): the self-attention layers followed by a
+    cross-attention block have no MLP / ln_2 (``has_mlp=(not has_cross_attn) or has_mlp``).
+    """
+
+    def __init__(self, has_mlp: bool = True) -> None:
         super().__init__()
         from open_clip.transformer import ResidualAttentionBlock
 
         self.token_embedding = nn.Embedding(VOCAB, WIDTH)
         self.positional_embedding = nn.Parameter(torch.randn(CTX, WIDTH) * 0.02)
         self.resblocks = nn.ModuleList([ResidualAttentionBlock(WIDTH, WIDTH // 64) for _ in range(LAYERS)])
+        if not has_mlp:
+            for block in self.resblocks[::RATIO]:
+                block.ln_2, block.mlp = nn.Identity(), _NoMLP()
         self.cross_attn = nn.ModuleList(
             [ResidualAttentionBlock(WIDTH, WIDTH // 64, is_cross_attention=True) for _ in range(LAYERS // RATIO)])
         self.ln_final = nn.LayerNorm(WIDTH)
@@ -46,12 +60,12 @@ class RefText(nn.Module):
 
 
 class RefMammut(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, has_mlp: bool = True) -> None:
         super().__init__()
         from open_clip.transformer import VisionTransformer
 
         self.visual = VisionTransformer(IMAGE, PATCH, V_WIDTH, V_LAYERS, V_WIDTH // 64, 4.0, output_dim=WIDTH)
-        self.text = RefText()
+        self.text = RefText(has_mlp)
         self.map_viz2txt_kv = nn.Parameter(torch.randn(V_WIDTH, WIDTH) * V_WIDTH ** -0.5)
         self.logit_scale = nn.Parameter(torch.tensor(2.0))
         with torch.no_grad():  # move LayerNorms off identity so a wrong mapping shows
@@ -125,6 +139,25 @@ def test_upstream_layout_with_lm_head_and_safetensors(reference, tmp_path):
           for k, v in reference.state_dict().items()}
     save_file(sd, str(tmp_path / "open_clip_model.safetensors"))
     _compare(from_openmammut(tmp_path / "open_clip_model.safetensors"), reference)
+
+
+def test_fork_without_mlp_before_cross_blocks(tmp_path):
+    # the fork's has_mlp=False (mammut_ViT-S-16): text.resblocks.{0,2}.mlp / ln_2 do not exist
+    torch.manual_seed(2)
+    ref = RefMammut(has_mlp=False).eval()
+    sd = ref.state_dict()
+    assert "text.resblocks.0.mlp.c_fc.weight" not in sd and "text.resblocks.0.ln_2.weight" not in sd
+    assert "text.resblocks.1.mlp.c_fc.weight" in sd and "text.cross_attn.0.mlp.c_fc.weight" in sd
+    torch.save({"epoch": 1, "state_dict": {f"module.{k}": v for k, v in sd.items()}}, tmp_path / "s16.pt")
+    model = from_openmammut(tmp_path / "s16.pt")
+    assert model.config.text.has_mlp is False and model.config.text.mlp_ratio == 4.0
+    assert model.text.resblocks[0].mlp is None and model.text.resblocks[1].mlp is not None
+    _compare(model, ref)
+    save_pretrained(model, tmp_path / "ckpt")
+    _compare(load_model(tmp_path / "ckpt"), ref)
+    # a preset with MLPs everywhere is named as the mismatch
+    with pytest.raises(CheckpointError, match="has_mlp"):
+        from_openmammut(tmp_path / "s16.pt", preset="mammut-video-tiny")
 
 
 def test_unknown_missing_and_mismatched_keys_are_listed_together(reference, tmp_path):

@@ -65,6 +65,7 @@ class TextArch:
     layers: int
     cross_attn_ratio: int
     mlp_ratio: float
+    has_mlp: bool = True  # False: layers followed by a cross block have no MLP (fork ``has_mlp``)
 
     @property
     def heads(self) -> int:
@@ -123,7 +124,10 @@ def clip_vision_arch(sd: StateDict, source: str, prefix: str = "visual.") -> Vis
 
 def mammut_text_arch(sd: StateDict, source: str) -> TextArch:
     """Facts of an openMaMMUT ``text`` decoder (``text.resblocks``, ``text.cross_attn``)."""
-    for key in ("text.token_embedding.weight", "text.positional_embedding", "text.resblocks.0.mlp.c_fc.weight"):
+    # layer 0 always precedes a cross block, so its MLP is missing exactly when the fork's
+    # has_mlp was False; cross blocks always have one
+    for key in ("text.token_embedding.weight", "text.positional_embedding", "text.resblocks.0.attn.in_proj_weight",
+                "text.cross_attn.0.mlp.c_fc.weight"):
         if key not in sd:
             raise CheckpointError(f"{source}: no {key}; not an openMaMMUT checkpoint")
     vocab, width = sd["text.token_embedding.weight"].shape
@@ -134,5 +138,6 @@ def mammut_text_arch(sd: StateDict, source: str) -> TextArch:
     return TextArch(
         vocab_size=vocab, context_length=sd["text.positional_embedding"].shape[0], width=width,
         layers=layers, cross_attn_ratio=layers // n_cross,
-        mlp_ratio=sd["text.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
+        mlp_ratio=sd["text.cross_attn.0.mlp.c_fc.weight"].shape[0] / width,
+        has_mlp="text.resblocks.0.mlp.c_fc.weight" in sd,
     )

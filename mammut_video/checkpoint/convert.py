@@ -81,6 +81,7 @@ def _compare(arch: Arch, model_arch: Arch, preset: str, source: str, checks: tup
             ("text width", t.width, mt.width), ("text layers", t.layers, mt.layers),
             ("vocab size", t.vocab_size, mt.vocab_size), ("context length", t.context_length, mt.context_length),
             ("cross_attn_ratio", t.cross_attn_ratio, mt.cross_attn_ratio), ("text mlp ratio", t.mlp_ratio, mt.mlp_ratio),
+            ("text has_mlp (MLP in layers before a cross block)", t.has_mlp, mt.has_mlp),
         ]
     if "embed" in checks and arch.embed_dim is not None:
         pairs.append(("embed dim", arch.embed_dim, model_arch.embed_dim))
@@ -114,7 +115,8 @@ def _inferred_config(arch: Arch, kind: str):
     if arch.text is not None:
         t = arch.text
         text = TextConfig(vocab_size=t.vocab_size, context_length=t.context_length, width=t.width, heads=t.heads,
-                          layers=t.layers, mlp_ratio=t.mlp_ratio, cross_attn_ratio=t.cross_attn_ratio)
+                          layers=t.layers, mlp_ratio=t.mlp_ratio, cross_attn_ratio=t.cross_attn_ratio,
+                          has_mlp=t.has_mlp)
     elif arch.embed_dim is not None and arch.embed_dim != base.text.width:
         text = TextConfig(width=arch.embed_dim, heads=max(1, arch.embed_dim // 64))
     else:

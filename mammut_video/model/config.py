@@ -99,6 +99,10 @@ class TextConfig:
     cross_attn_ratio: int = 2
     pooling: str = "avg_all"  # "avg_all": mean over all positions incl. pads (openMaMMUT); "avg": pads masked
     act: str = "gelu"  # "gelu" (exact erf, nn.GELU) or "quick_gelu"
+    # False: the self-attention layers followed by a cross-attention block (i % cross_attn_ratio
+    # == 0) have no MLP / ln_2, their cross block's MLP being the only one (the LAION fork's
+    # ``has_mlp``, e.g. its mammut_ViT-S-16 config); the other layers and all cross blocks keep theirs
+    has_mlp: bool = True
 
     def __post_init__(self) -> None:
         if self.pooling not in ("avg_all", "avg"):

@@ -7,7 +7,8 @@ One transformer, two passes (DESIGN.md §2.3):
 - generative: causal self-attention, cross-attention block ``j`` right after self-attention layer
   ``i`` when ``i % cross_attn_ratio == 0``, ``ln_final`` then ``@ lm_head`` -> logits.
 
-Blocks are pre-norm residual: ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))``. In a cross-attention
+Blocks are pre-norm residual: ``x + attn(ln_1(x))``, ``x + mlp(ln_2(x))`` (with
+``has_mlp=False`` the self-attention layers that precede a cross block have no MLP). In a cross-attention
 block the queries are ``ln_1(x)`` and keys/values are ``ln_1_kv(image_embs)`` where ``image_embs``
 are the visual tokens already multiplied by ``map_viz2txt_kv``. Attention is
 ``nn.MultiheadAttention``-compatible (packed ``in_proj_weight`` (3W, W), scale ``head_dim**-0.5``).
@@ -67,18 +68,24 @@ class Attention(nn.Module):
 class Block(nn.Module):
     """Pre-norm residual block; self-attention, or cross-attention when ``cross=True``."""
 
-    def __init__(self, cfg: TextConfig, cross: bool = False) -> None:
+    def __init__(self, cfg: TextConfig, cross: bool = False, mlp: bool = True) -> None:
         super().__init__()
         width = cfg.width
         self.ln_1 = nn.LayerNorm(width)
         self.attn = Attention(width, cfg.heads)
         if cross:
             self.ln_1_kv = nn.LayerNorm(width)
-        self.ln_2 = nn.LayerNorm(width)
-        hidden = int(width * cfg.mlp_ratio)
-        act = QuickGELU() if cfg.act == "quick_gelu" else nn.GELU()
-        self.mlp = nn.Sequential(OrderedDict([
-            ("c_fc", nn.Linear(width, hidden)), ("gelu", act), ("c_proj", nn.Linear(hidden, width))]))
+        self.ln_2: nn.LayerNorm | None = None
+        self.mlp: nn.Sequential | None = None
+        if mlp:
+            self.ln_2 = nn.LayerNorm(width)
+            hidden = int(width * cfg.mlp_ratio)
+            act = QuickGELU() if cfg.act == "quick_gelu" else nn.GELU()
+            self.mlp = nn.Sequential(OrderedDict([
+                ("c_fc", nn.Linear(width, hidden)), ("gelu", act), ("c_proj", nn.Linear(hidden, width))]))
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.mlp is None else x + self.mlp(self.ln_2(x))
 
     def forward_self(self, x: torch.Tensor, past: KV | None, mask: torch.Tensor | None,
                      causal: bool) -> tuple[torch.Tensor, KV]:
@@ -89,7 +96,7 @@ class Block(nn.Module):
         if past is not None:
             kv = (torch.cat([past[0], kv[0]], dim=2), torch.cat([past[1], kv[1]], dim=2))
         x = x + self.attn.attend(q, kv, mask, causal)
-        return x + self.mlp(self.ln_2(x)), kv
+        return self._mlp(x), kv
 
     def image_kv(self, image_embs: torch.Tensor) -> KV:
         """Cross-attention keys/values from mapped visual tokens (B, N, W)."""
@@ -97,7 +104,7 @@ class Block(nn.Module):
 
     def forward_cross(self, x: torch.Tensor, kv: KV) -> torch.Tensor:
         x = x + self.attn.attend(self.attn.project_q(self.ln_1(x)), kv)
-        return x + self.mlp(self.ln_2(x))
+        return self._mlp(x)
 
 
 @dataclass
@@ -123,7 +130,8 @@ class TextDecoder(nn.Module):
         self.cross_attn_ratio = cfg.cross_attn_ratio
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
         self.positional_embedding = nn.Parameter(torch.empty(cfg.context_length, cfg.width))
-        self.resblocks = nn.ModuleList([Block(cfg) for _ in range(cfg.layers)])
+        self.resblocks = nn.ModuleList(
+            [Block(cfg, mlp=cfg.has_mlp or i % cfg.cross_attn_ratio != 0) for i in range(cfg.layers)])
         self.cross_attn = nn.ModuleList([Block(cfg, cross=True) for _ in range(cfg.layers // cfg.cross_attn_ratio)])
         self.ln_final = nn.LayerNorm(cfg.width)
         self.lm_head = nn.Parameter(torch.empty(cfg.width, cfg.vocab_size))
@@ -140,8 +148,9 @@ class TextDecoder(nn.Module):
             nn.init.normal_(block.attn.in_proj_weight, std=attn_std)
             nn.init.normal_(block.attn.out_proj.weight, std=proj_std)
             nn.init.zeros_(block.attn.out_proj.bias)
-            nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
-            nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+            if block.mlp is not None:
+                nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
+                nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
         nn.init.normal_(self.lm_head, std=width ** -0.5)
 
     def has_cross(self, layer: int) -> bool:
