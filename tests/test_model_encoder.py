@@ -31,6 +31,15 @@ def test_b16_token_counts(frames, expected):
     assert num_tokens(tubes, frames, 224, 224) == expected
 
 
+@pytest.mark.parametrize("frames,expected", [(8, 295), (16, 295), (64, 1177)])
+def test_b16_encoder_output_has_the_configured_token_count(frames, expected):
+    # the real forward (shapes only, on the meta device) agrees with the counts above
+    with torch.device("meta"):
+        model = create_model("mammut-video-B-16")
+        tokens = model.visual.forward_tokens(torch.empty(1, 3, frames, 224, 224))
+    assert tokens.shape == (1, expected, 768)
+
+
 def test_b16_forward_gives_540_tokens(b16):
     x = torch.randn(1, 3, 32, 224, 224)
     with torch.inference_mode():
@@ -120,3 +129,40 @@ def test_video_positions_have_temporal_term(tiny):
     d = video.shape[-1]
     time0 = torch.cat([torch.zeros(d // 2), torch.ones(d // 2)])
     torch.testing.assert_close(video[0, -49:], image[0, -49:] + time0, atol=1e-5, rtol=0)
+
+
+def test_every_tube_token_takes_its_centre_position(tiny):
+    """Each token's position = the 2D table bilinearly sampled at its tube centre
+    (idx * stride + offset + kernel // 2) + sin-cos of the centre frame; checked against
+    torch's grid_sample and a direct sin-cos, for every tube of the tiny preset."""
+    import torch.nn.functional as F
+
+    v = tiny.visual
+    with torch.no_grad():
+        v.trunk.pos_embed.normal_()
+    t, h, w = 8, 112, 112
+    specs = active_tubes(v.tube_specs, t, h, w)
+    n = num_tokens(v.tube_specs, t, h, w, cls_token=False)
+    with torch.inference_mode():
+        pos = v.add_positions(torch.zeros(1, n, v.width), t, h, w)[0, 1:].double()
+    gh, gw = v.trunk.patch_embed.grid_size
+    table = v.trunk.pos_embed[0, 1:].detach().double().T.reshape(1, -1, gh, gw)
+    d = v.width
+    freq = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d // 2))
+    row = 0
+    for spec in specs:
+        nt, nh, nw = spec.grid(t, h, w)
+        for it in range(nt):
+            for ih in range(nh):
+                for iw in range(nw):
+                    ct, cy, cx = (i * s + o + k // 2 for i, s, o, k in
+                                  zip((it, ih, iw), spec.stride, spec.offset, spec.kernel))
+                    # grid_sample, align_corners=False: -1 / +1 are the outer edges of the table
+                    where = torch.tensor([[[[2 * cx / w - 1, 2 * cy / h - 1]]]], dtype=torch.float64)
+                    spatial = F.grid_sample(table, where, mode="bilinear", padding_mode="border",
+                                            align_corners=False)[0, :, 0, 0]
+                    temporal = torch.cat([torch.sin(ct * freq), torch.cos(ct * freq)])
+                    torch.testing.assert_close(pos[row], spatial + temporal, atol=1e-5, rtol=0,
+                                               msg=f"tube {spec.name} token {(it, ih, iw)}")
+                    row += 1
+    assert row == n == 131

@@ -161,3 +161,38 @@ def test_preprocess_then_caption_on_a_real_clip(tiny, realdata):
     assert len(captions) == 1 and isinstance(captions[0], str)
     sims = tiny.encode_text(["mom and two girls making easter eggs", "a car"], normalize=True) @ out.embedding.T
     assert sims.shape == (2, 1)
+
+
+class _MarkovDecoder:
+    """A stand-in decoder whose next-token distribution depends only on the last token (a table),
+    so the best sequence under any length penalty can be worked out by hand."""
+
+    context_length = 16
+
+    def __init__(self, table: dict[int, dict[int, float]], vocab: int) -> None:
+        self.logp = torch.full((vocab, vocab), -30.0)
+        for last, probs in table.items():
+            for token, p in probs.items():
+                self.logp[last, token] = float(torch.tensor(p).log())
+
+    def forward_generative(self, ids, cross_kv, past=None, valid=None):
+        from mammut_video.model.decoder import DecoderCache
+
+        b, n = ids.shape
+        cache = DecoderCache([], torch.ones(b, n, dtype=torch.bool), torch.full((b,), n))
+        return self.logp[ids], cache
+
+
+def test_length_penalty_decides_between_short_and_long_answers():
+    # from SOT (1): EOS 0.4 -> "" scores log 0.4 = -0.92 over 1 token;
+    #               A (2) 0.6, then EOS 0.5 -> [A] scores log 0.3 = -1.20 over 2 tokens
+    sot, a, eos = 1, 2, 3
+    fake = _MarkovDecoder({sot: {eos: 0.4, a: 0.6}, a: {eos: 0.5, a: 0.5}}, vocab=4)
+    kv = [(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1))]
+    kwargs = dict(eos_id=eos, pad_id=0, max_new_tokens=3, num_beams=2, use_cache=False)
+    # no normalisation: the short answer has the higher total log-probability
+    assert generate(fake, kv, [[sot]], length_penalty=0.0, **kwargs) == [[]]
+    # per-token normalisation: -1.20 / 2 = -0.60 beats -0.92 / 1
+    assert generate(fake, kv, [[sot]], length_penalty=1.0, **kwargs) == [[a]]
+    # greedy ignores the penalty and takes A first
+    assert generate(fake, kv, [[sot]], eos_id=eos, max_new_tokens=1, use_cache=False) == [[a]]
