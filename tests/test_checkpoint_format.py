@@ -4,6 +4,8 @@ that do not fit fail with one error listing every problem."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -93,3 +95,75 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "d" / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="not a mammut-video checkpoint config"):
         load_model(tmp_path / "d")
+
+
+def test_save_refuses_a_directory_with_other_files(tiny, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("precious")
+    with pytest.raises(CheckpointError) as info:
+        tiny.save_pretrained(str(victim))
+    assert str(victim) in str(info.value) and "notes.txt" in str(info.value)
+    assert (victim / "notes.txt").read_text() == "precious"
+    assert sorted(p.name for p in victim.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["victim"]  # no temporary leftovers
+    # a checkpoint someone added a file to is refused as well: the swap would delete it
+    save_pretrained(tiny, tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "eval_results.json").write_text("{}")
+    with pytest.raises(CheckpointError, match="eval_results.json"):
+        save_pretrained(tiny, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "eval_results.json").exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="not a directory"):
+        save_pretrained(tiny, tmp_path / "file")
+
+
+def test_save_replaces_a_checkpoint_and_fills_an_empty_directory(tiny, tmp_path):
+    (tmp_path / "empty").mkdir()
+    save_pretrained(tiny, tmp_path / "empty")
+    load_model(tmp_path / "empty")
+    other = mv.create_model("mammut-video-tiny")
+    save_pretrained(other, tmp_path / "empty")  # a checkpoint is replaced (atomically)
+    assert torch.equal(load_model(tmp_path / "empty").visual.proj, other.visual.proj)
+    # a SentencePiece checkpoint owns its tokenizer file too
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"a dog number {i} runs" for i in range(100)))
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=30,
+                                   pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2)
+    sp = mv.create_model("mammut-video-tiny", tokenizer={"type": "sentencepiece",
+                                                         "model_file": str(tmp_path / "sp.model")})
+    sp.save_pretrained(str(tmp_path / "sp_ckpt"))
+    sp.save_pretrained(str(tmp_path / "sp_ckpt"))
+    assert sorted(p.name for p in (tmp_path / "sp_ckpt").iterdir()) == [
+        "config.json", "model.safetensors", "tokenizer.model"]
+
+
+def test_convert_refuses_an_output_directory_with_other_files(tmp_path, capsys):
+    from mammut_video.cli import main
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("precious")
+    (tmp_path / "vit.pth").write_bytes(b"never read: the output is checked first")
+    assert main(["convert", "--from", "timm", str(tmp_path / "vit.pth"), "--out", str(victim)]) == 1
+    err = capsys.readouterr().err
+    assert "victim" in err and "notes.txt" in err and "Traceback" not in err
+    assert (victim / "notes.txt").read_text() == "precious"
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_checkpoint_permissions_follow_the_umask(tiny, tmp_path, umask):
+    from mammut_video.checkpoint.files import atomic_write
+
+    old = os.umask(umask)
+    try:
+        save_pretrained(tiny, tmp_path / "ckpt")
+        save_pretrained(tiny, tmp_path / "ckpt")  # the replacing path too
+        atomic_write(tmp_path / "single.json", lambda p: p.write_text("{}"))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o777 & ~umask
+    for path in (tmp_path / "ckpt" / "config.json", tmp_path / "ckpt" / "model.safetensors", tmp_path / "single.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path

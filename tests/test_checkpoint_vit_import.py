@@ -112,3 +112,108 @@ def test_convert_and_info_commands(tmp_path, capsys):
     assert "vision trunk (ViT)" in info
     assert main(["convert", "--from", "timm", str(tmp_path / "missing.pth"), "--out", str(out)]) == 1
     assert "missing.pth" in capsys.readouterr().err
+
+
+def _open_clip_hw32():
+    """A CLIP whose vision tower has head_width 32: 128 wide -> 4 heads (open_clip's default for 128 is 2)."""
+    from open_clip.model import CLIP
+
+    torch.manual_seed(1)
+    return CLIP(
+        embed_dim=64,
+        vision_cfg={"image_size": 64, "layers": 2, "width": 128, "head_width": 32, "patch_size": 16},
+        text_cfg={"context_length": 16, "vocab_size": 300, "width": 64, "heads": 1, "layers": 1},
+    ).eval()
+
+
+def test_open_clip_heads_come_from_the_option_not_the_weights(tmp_path, capsys):
+    ref = _open_clip_hw32()
+    assert ref.visual.transformer.resblocks[0].attn.num_heads == 4
+    torch.save(ref.state_dict(), tmp_path / "hw32.pt")
+    image = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = _clip_tokens(ref.visual, image)
+        default = from_open_clip(tmp_path / "hw32.pt")
+        assert default.config.vision.timm_kwargs["num_heads"] == 2
+        assert (default.encode_video(image[:, :, None]).tokens - want).abs().max() > 1e-3
+        model = from_open_clip(tmp_path / "hw32.pt", vision_heads=4)
+        assert (model.encode_video(image[:, :, None]).tokens - want).abs().max() < 1e-5
+    assert any("vision 4 (given)" in note for note in model.provenance["notes"])
+    # through the command line and the saved checkpoint
+    out = tmp_path / "ckpt"
+    assert main(["convert", "--from", "open_clip", str(tmp_path / "hw32.pt"), "--out", str(out),
+                 "--vision-heads", "4"]) == 0
+    capsys.readouterr()
+    with torch.no_grad():
+        assert (mammut_video.load_model(out).encode_video(image[:, :, None]).tokens - want).abs().max() < 1e-5
+    with pytest.raises(CheckpointError, match="vision width 128 is not divisible by 3 attention heads"):
+        from_open_clip(tmp_path / "hw32.pt", vision_heads=3)
+    torch.save(_timm_vit().state_dict(), tmp_path / "vit.pth")
+    with pytest.raises(CheckpointError, match="vision attention heads: weights 4, preset 3"):
+        from_timm(tmp_path / "vit.pth", preset="mammut-video-tiny", vision_heads=4)  # the preset's ViT has 3
+
+
+def test_timm_heads_option(tmp_path):
+    import timm
+
+    torch.manual_seed(2)
+    ref = timm.create_model("vit_tiny_patch16_224", img_size=64, depth=2, num_heads=6, num_classes=0).eval()
+    torch.save(ref.state_dict(), tmp_path / "vit6.pth")
+    image = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for heads, close in ((None, False), (6, True)):
+            model = from_timm(tmp_path / "vit6.pth", vision_heads=heads)
+            diff = (model.visual.ln_post(model.encode_video(image[:, :, None]).tokens) - ref.forward_features(image))
+            assert (diff.abs().max() < 1e-5) == close
+
+
+def _without(sd: dict, key: str) -> dict:
+    sd = dict(sd)
+    del sd[key]
+    return sd
+
+
+@pytest.mark.parametrize("key", [
+    "visual.proj", "visual.positional_embedding", "visual.class_embedding", "visual.conv1.weight",
+    "visual.transformer.resblocks.0.mlp.c_fc.weight", "visual.transformer.resblocks.1.attn.out_proj.weight",
+    "visual.transformer.resblocks.1.ln_2.weight", "visual.ln_pre.bias", "visual.ln_post.weight",
+])
+def test_open_clip_missing_key_is_one_error_in_the_files_names(tmp_path, capsys, key):
+    torch.save(_without(_open_clip_model().state_dict(), key), tmp_path / "holey.pt")
+    with pytest.raises(CheckpointError) as info:
+        from_open_clip(tmp_path / "holey.pt")
+    assert "holey.pt" in str(info.value) and key in str(info.value), str(info.value)
+    assert main(["convert", "--from", "open_clip", str(tmp_path / "holey.pt"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert key in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("key", ["blocks.0.mlp.fc1.weight", "blocks.1.norm1.weight", "norm.bias", "cls_token"])
+def test_timm_missing_key_is_one_error_in_the_files_names(tmp_path, key):
+    torch.save(_without(_timm_vit().state_dict(), key), tmp_path / "holey.pth")
+    with pytest.raises(CheckpointError) as info:
+        from_timm(tmp_path / "holey.pth")
+    msg = str(info.value)
+    assert "holey.pth" in msg and ("class token" in msg if key == "cls_token" else f"    {key}" in msg), msg
+    assert "visual.trunk." not in msg
+
+
+def test_convert_never_prints_a_traceback(tmp_path, capsys, monkeypatch):
+    import mammut_video.checkpoint.convert as convert_module
+
+    sd = _open_clip_model().state_dict()
+    sd["visual.positional_embedding"] = torch.zeros(17)  # 1-D: not a position table
+    torch.save(sd, tmp_path / "odd.pt")
+    assert main(["convert", "--from", "open_clip", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert "visual.positional_embedding has shape (17,)" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert main(["convert", "--from", "openmammut", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert "junk.pt" in capsys.readouterr().err
+
+    def boom(*args, **kwargs):
+        raise IndexError("tuple index out of range")
+
+    monkeypatch.setattr(convert_module, "convert", boom)  # whatever a future source file trips over
+    assert main(["convert", "--from", "timm", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "odd.pt: cannot convert (IndexError: tuple index out of range)" in err and "Traceback" not in err

@@ -14,7 +14,9 @@ def add_parser(subparsers: Any) -> None:
         description=(
             "Convert a local weight file into a mammut-video checkpoint directory (config.json + "
             "model.safetensors + tokenizer). The model size is read off the weights unless --preset "
-            "is given, in which case the preset must match them. Video tubes are inflated from the "
+            "is given, in which case the preset must match them. Attention heads are not in the weights: "
+            "they follow open_clip's convention for the width unless --vision-heads / --text-heads say "
+            "otherwise. Video tubes are inflated from the "
             "imported patch embedding; parts the source does not hold (the decoder, for timm and "
             "open_clip) are freshly initialised and reported."
         ),
@@ -24,15 +26,36 @@ def add_parser(subparsers: Any) -> None:
                         "(its visual tower); an openMaMMUT checkpoint (LAION fork or upstream open_clip layout)")
     p.add_argument("src", metavar="SRC", help="weight file (.pth / .pt / .bin / .safetensors)")
     p.add_argument("--out", required=True, metavar="DIR",
-                   help="checkpoint directory to write (replaced atomically if it exists)")
+                   help="checkpoint directory to write: new, empty, or a mammut-video checkpoint (replaced "
+                        "atomically); a directory holding other files is refused, never deleted")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="build this preset instead of inferring the size from the weights "
                         "(mammut-video-tiny, mammut-video-B-16, mammut-video-L-14); an error if it does not match")
+    p.add_argument("--vision-heads", type=_positive, default=None, metavar="N",
+                   help="attention heads of the ViT (not stored in the weights). Default: open_clip's convention "
+                        "for the width, i.e. width // 64 except ViT-H 1280 -> 16 (head_width 80), ViT-g 1408 -> 16, "
+                        "ViT-bigG 1664 -> 16, ViT-e 1792 -> 16, SO400M 1152 -> 16; give it for anything else")
+    p.add_argument("--text-heads", type=_positive, default=None, metavar="N",
+                   help="openmammut only: attention heads of the text decoder (default: width // 64)")
+    p.add_argument("--cross-attn-ratio", type=_positive, default=None, metavar="N",
+                   help="openmammut only: one cross-attention block every N decoder layers; needed only when "
+                        "the weights leave it ambiguous (then the error says so)")
+    p.add_argument("--text-pooling", choices=["avg_all", "avg"], default=None,
+                   help="openmammut only: contrastive text pooling. avg_all (default): mean over all positions, "
+                        "pads included, as the released openMaMMUT weights (LAION fork) were trained; avg: pads "
+                        "excluded, open_clip MultimodalCfg's default pool_type")
+    p.add_argument("--text-pad-mask", action="store_true", default=None,
+                   help="openmammut only: mask pad tokens out of self-attention in the contrastive pass "
+                        "(open_clip MultimodalCfg's default use_pad_mask=True). Default off, as the released "
+                        "openMaMMUT weights; give with --text-pooling avg for weights trained with open_clip's "
+                        "MaMMUT defaults")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--quick-gelu", dest="quick_gelu", action="store_true", default=None,
-                     help="open_clip only: the tower uses QuickGELU (OpenAI CLIP weights); detected for OpenAI's own files")
+                     help="open_clip / openmammut: the towers use QuickGELU (OpenAI CLIP weights; detected for "
+                          "OpenAI's own files)")
     act.add_argument("--gelu", dest="quick_gelu", action="store_false",
-                     help="open_clip only: the tower uses exact GELU (open_clip's own trainings; the default)")
+                     help="open_clip / openmammut: the towers use exact GELU (open_clip's own trainings and "
+                          "openMaMMUT; the default)")
     p.set_defaults(func=run_convert)
 
     q = subparsers.add_parser(
@@ -44,22 +67,56 @@ def add_parser(subparsers: Any) -> None:
     q.set_defaults(func=run_info)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+# options that only some sources take: option -> (importer keyword, sources)
+_SOURCE_OPTIONS = {
+    "--quick-gelu/--gelu": ("quick_gelu", ("open_clip", "openmammut")),
+    "--vision-heads": ("vision_heads", ("timm", "open_clip", "openmammut")),
+    "--text-heads": ("text_heads", ("openmammut",)),
+    "--cross-attn-ratio": ("cross_attn_ratio", ("openmammut",)),
+    "--text-pooling": ("text_pooling", ("openmammut",)),
+    "--text-pad-mask": ("text_pad_mask", ("openmammut",)),
+}
+
+
+def _importer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given on the command line as importer keywords; ValueError for a source that has none."""
+    kwargs = {}
+    for option, (name, sources) in _SOURCE_OPTIONS.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if args.source not in sources:
+            raise ValueError(f"{option} applies to --from {' / '.join(sources)} only")
+        kwargs[name] = value
+    return kwargs
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from mammut_video.checkpoint.convert import convert
     from mammut_video.checkpoint.files import CheckpointError
-    from mammut_video.checkpoint.pretrained import save_pretrained
+    from mammut_video.checkpoint.pretrained import check_output_dir, save_pretrained
 
-    kwargs = {}
-    if args.quick_gelu is not None:
-        if args.source != "open_clip":
-            print("error: --quick-gelu/--gelu apply to --from open_clip only", file=sys.stderr)
-            return 2
-        kwargs["quick_gelu"] = args.quick_gelu
     try:
+        kwargs = _importer_kwargs(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        check_output_dir(args.out)  # before the (slow) conversion
         model = convert(args.source, args.src, preset=args.preset, **kwargs)
         save_pretrained(model, args.out)
-    except (CheckpointError, ValueError) as exc:
+    except (CheckpointError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a source file nobody anticipated: one line, never a traceback
+        print(f"error: {args.src}: cannot convert ({type(exc).__name__}: {exc})", file=sys.stderr)
         return 1
     prov = model.provenance
     print(f"converted {args.source} weights {args.src} -> {args.out}")
@@ -105,7 +162,8 @@ def describe(path: str) -> list[str]:
         + ", ".join(f"{tb['name']}{tuple(tb['kernel'])}" for tb in v.get("tubes", [])),
         f"text decoder: width {t.get('width')}, {t.get('layers')} layers, {t.get('heads')} heads, "
         f"cross-attention every {t.get('cross_attn_ratio')} layers, vocab {t.get('vocab_size')}, "
-        f"context {t.get('context_length')}",
+        f"context {t.get('context_length')}, contrastive pooling {t.get('pooling', 'avg_all')}"
+        + (", pad-masked attention" if t.get("pad_mask") else ""),
         f"embed dim: {cfg.get('embed_dim')}, frames: {cfg.get('num_frames')}",
         f"tokenizer: {json.dumps(cfg.get('tokenizer'))}",
         f"parameters: {sum(parts.values()):,} total",

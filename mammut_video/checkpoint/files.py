@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -74,21 +75,61 @@ def _is_flat(obj: dict) -> bool:
     return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_permissions(directory: Path) -> None:
+    """Give the plain files in ``directory`` mode 0o666 minus the umask (some writers make them 0o600)."""
+    mode = 0o666 & ~_umask()
+    for path in directory.iterdir():
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, mode)
+
+
+def _fresh_dir(parent: Path, prefix: str) -> Path:
+    """A new empty directory in ``parent``, mode 0o777 minus the umask (``mkdtemp`` would give 0o700)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{parent}: cannot create a temporary directory {prefix}*")
+
+
 @contextmanager
-def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(
+    out_dir: str | os.PathLike, foreign: Callable[[Path], list[str]] | None = None
+) -> Iterator[Path]:
     """Yield a temporary sibling directory that replaces ``out_dir`` only on success.
 
     A crash (or exception) part-way leaves ``out_dir`` as it was, never half written: the
-    temporary directory is removed and the rename that publishes it never happens.
+    temporary directory is removed and the rename that publishes it never happens. An existing
+    non-empty ``out_dir`` is replaced only when ``foreign(out_dir)`` (the names in it that the
+    writer does not own) is empty; otherwise :class:`CheckpointError` names them and nothing is
+    written. Without ``foreign`` any non-empty ``out_dir`` is refused.
     """
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, foreign)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = _fresh_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     try:
         yield tmp
+        check_replaceable(out_dir, foreign)  # again: something may have appeared while writing
         if out_dir.exists():
-            # keep the old checkpoint until the new one is complete, then swap
-            old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            # keep the old directory until the new one is complete, then swap
+            old = _fresh_dir(out_dir.parent, f".{out_dir.name}.old-")
             os.replace(out_dir, old / out_dir.name)
             os.replace(tmp, out_dir)
             shutil.rmtree(old, ignore_errors=True)
@@ -99,14 +140,33 @@ def atomic_directory(out_dir: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_replaceable(out_dir: Path, foreign: Callable[[Path], list[str]] | None = None) -> None:
+    """Raise :class:`CheckpointError` unless ``out_dir`` is absent, empty, or holds only what ``foreign`` allows."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if out_dir.is_symlink() or not out_dir.is_dir():
+        raise CheckpointError(f"{out_dir}: exists and is not a directory (or is a symbolic link); "
+                              "refusing to replace it")
+    names = sorted(p.name for p in out_dir.iterdir())
+    if not names:
+        return
+    alien = names if foreign is None else foreign(out_dir)
+    if alien:
+        shown = ", ".join(alien[:12]) + (f", ... and {len(alien) - 12} more" if len(alien) > 12 else "")
+        raise CheckpointError(
+            f"{out_dir}: exists and holds files that are not part of a mammut-video checkpoint ({shown}); "
+            "refusing to replace it. Choose another directory, or move those files away")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (mode 0o666 minus the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

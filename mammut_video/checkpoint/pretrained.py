@@ -9,7 +9,9 @@ tokenizer files.
 
 The directory is written next to its destination and renamed into place (see
 :func:`~mammut_video.checkpoint.files.atomic_directory`), so an interrupted save never leaves
-a checkpoint that loads.
+a checkpoint that loads. An existing destination is replaced only when it is empty or a
+mammut-video checkpoint holding nothing but its own files; anything else is refused
+(:class:`CheckpointError` naming the files), never deleted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from mammut_video.checkpoint.files import CheckpointError, StateDict, atomic_directory
+from mammut_video.checkpoint.files import (
+    CheckpointError, StateDict, atomic_directory, check_replaceable, normal_permissions)
 from mammut_video.checkpoint.strict import load_state_dict_strict
 
 FORMAT = "mammut-video"
@@ -51,10 +54,37 @@ def _unshared(state_dict: StateDict) -> StateDict:
     return out
 
 
+def foreign_files(path: str | os.PathLike) -> list[str]:
+    """Names in the existing directory ``path`` that a checkpoint saved there would not own.
+
+    A mammut-video checkpoint owns ``config.json``, ``model.safetensors`` and the tokenizer file its
+    config names; in any other directory every entry is foreign.
+    """
+    path = Path(path)
+    names = sorted(p.name for p in path.iterdir())
+    try:
+        meta = read_checkpoint_config(path)
+    except CheckpointError:
+        return names
+    owned = {CONFIG_FILE, WEIGHTS_FILE}
+    model_file = ((meta.get("model") or {}).get("tokenizer") or {}).get("model_file")
+    if isinstance(model_file, str) and model_file and not Path(model_file).is_absolute():
+        owned.add(Path(model_file).parts[0])
+    return [n for n in names if n not in owned]
+
+
+def check_output_dir(path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` now if :func:`save_pretrained` would refuse ``path``."""
+    check_replaceable(Path(path), foreign_files)
+
+
 def save_pretrained(
     model: nn.Module, path: str | os.PathLike, provenance: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` to the checkpoint directory ``path`` (created or replaced atomically).
+
+    An existing ``path`` must be empty or a mammut-video checkpoint with no other files in it
+    (see :func:`foreign_files`); otherwise :class:`CheckpointError` and nothing is written.
 
     ``provenance`` records where the weights came from; when omitted, the model's own
     ``provenance`` attribute (set by :func:`load_model` and the converters) is kept.
@@ -64,7 +94,7 @@ def save_pretrained(
     config = model.config.to_dict()
     prov = dict(provenance or getattr(model, "provenance", None) or {"source": FORMAT})
     prov.setdefault("saved_at", now_utc())
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, foreign=foreign_files) as tmp:
         tokenizer = getattr(model, "tokenizer", None)
         if tokenizer is not None:
             spec = tokenizer.save(tmp)
@@ -77,6 +107,7 @@ def save_pretrained(
         )
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": config, "provenance": prov}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
+        normal_permissions(tmp)  # safetensors writes 0o600
     return Path(path)
 
 

@@ -98,6 +98,9 @@ class TextConfig:
     mlp_ratio: float = 4.0
     cross_attn_ratio: int = 2
     pooling: str = "avg_all"  # "avg_all": mean over all positions incl. pads (openMaMMUT); "avg": pads masked
+    # contrastive pass: pad keys masked out of self-attention (upstream open_clip MultimodalDecoder
+    # ``use_pad_mask=True``); False: every position attends to every other, pads included (openMaMMUT)
+    pad_mask: bool = False
     act: str = "gelu"  # "gelu" (exact erf, nn.GELU) or "quick_gelu"
     # False: the self-attention layers followed by a cross-attention block (i % cross_attn_ratio
     # == 0) have no MLP / ln_2, their cross block's MLP being the only one (the LAION fork's

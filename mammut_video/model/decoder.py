@@ -4,6 +4,8 @@ One transformer, two passes (DESIGN.md §2.3):
 
 - contrastive: bidirectional self-attention (no mask at all, pads included), cross-attention
   blocks skipped, ``ln_final`` then the mean over all positions (``avg_all``) -> (B, W);
+  upstream open_clip's variant (``TextConfig.pooling="avg"``, ``pad_mask=True``) keeps pads out of
+  the mean and out of the attention keys;
 - generative: causal self-attention, cross-attention block ``j`` right after self-attention layer
   ``i`` when ``i % cross_attn_ratio == 0``, ``ln_final`` then ``@ lm_head`` -> logits.
 
@@ -29,6 +31,13 @@ from torch import nn
 from mammut_video.model.config import TextConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, L, head_dim) each
+
+
+def real_tokens(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """ids (B, L) -> bool (B, L), True = not padding; an all-pad row keeps position 0 (as open_clip)."""
+    valid = ids != pad_id
+    valid[:, 0] |= ~valid.any(dim=1)
+    return valid
 
 
 class QuickGELU(nn.Module):
@@ -166,20 +175,22 @@ class TextDecoder(nn.Module):
             raise ValueError(f"text position {int(positions.max())} exceeds the context length {self.context_length}")
         return self.token_embedding(ids) + self.positional_embedding[positions]
 
-    def contrastive_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        """Contrastive pass up to ``ln_final``: ids (B, L) -> (B, L, W). Bidirectional, no cross-attention."""
+    def contrastive_tokens(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
+        """Contrastive pass up to ``ln_final``: ids (B, L) -> (B, L, W). Bidirectional, no cross-attention;
+        with ``cfg.pad_mask`` no position attends to a pad key."""
         x = self._embed(ids)
+        mask = real_tokens(ids, pad_id)[:, None, None, :] if self.cfg.pad_mask else None  # (B, 1, 1, L)
         for block in self.resblocks:
-            x, _ = block.forward_self(x, None, None, causal=False)
+            x, _ = block.forward_self(x, None, mask, causal=False)
         return self.ln_final(x)
 
     def forward_contrastive(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
         """Contrastive pass: ids (B, L) -> pooled text feature (B, W) (``avg_all`` or pad-masked ``avg``)."""
-        x = self.contrastive_tokens(ids)
+        x = self.contrastive_tokens(ids, pad_id)
         if self.cfg.pooling == "avg_all":
             return x.mean(dim=1)
-        valid = (ids != pad_id).unsqueeze(-1).to(x.dtype)
-        return (x * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1)
+        valid = real_tokens(ids, pad_id).unsqueeze(-1).to(x.dtype)
+        return (x * valid).sum(dim=1) / valid.sum(dim=1)
 
     def cross_kv(self, image_embs: torch.Tensor) -> list[KV]:
         """Mapped visual tokens (B, N, W) -> cross-attention K/V for every cross block (once per clip)."""

@@ -92,7 +92,8 @@ class MammutVideo(nn.Module):
     def _ids(self, texts: Sequence[str] | torch.Tensor) -> torch.Tensor:
         if isinstance(texts, torch.Tensor):
             return texts.to(self.device)
-        return self.tokenizer(list(texts), context_length=self.config.text.context_length).to(self.device)
+        texts = [texts] if isinstance(texts, str) else list(texts)  # a str is one text, not its characters
+        return self.tokenizer(texts, context_length=self.config.text.context_length).to(self.device)
 
     # ----------------------------------------------------------------- encoders
     def encode_video(self, video: torch.Tensor, normalize: bool = False) -> VideoOutput:
