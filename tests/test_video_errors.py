@@ -1,7 +1,8 @@
 """Every kind of bad input raises VideoDecodeError naming the file, with every backend.
 
 The reads run in a subprocess with a timeout, so a hang or a crash inside a decoder fails
-the test instead of stalling or killing the test run.
+the test instead of stalling or killing the test run; the subprocess also times each read,
+so "fails within a few seconds" is checked, not assumed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from mammut_video.video import moving_pattern, write_clip
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["auto", "decord", "pyav"]
+READERS = [*BACKENDS, "probe"]  # "probe": probe_video instead of read_clip
+CORRUPT_FORMATS = ["avi", "mkv", "webm"]  # mpeg4, h264, vp9 (mp4 has its own cases)
+MAX_SECONDS = 10.0  # per read of a bad file
 
 
 def _write_audio_only(path: Path) -> None:
@@ -30,6 +34,14 @@ def _write_audio_only(path: Path) -> None:
         frame.sample_rate = 16000
         for packet in [*stream.encode(frame), *stream.encode()]:
             container.mux(packet)
+
+
+def _flip_middle(data: bytes) -> bytes:
+    """Every bit of the second quarter of the file flipped (the audit's bit-flip case)."""
+    flipped = bytearray(data)
+    for i in range(len(flipped) // 4, len(flipped) // 2):
+        flipped[i] ^= 0xFF
+    return bytes(flipped)
 
 
 def _faststart_copy(src: Path, dst: Path) -> None:
@@ -60,44 +72,54 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     files["truncated_indexed"].write_bytes(indexed[: len(indexed) // 2])
     files["random_bytes"] = root / "random.mp4"
     files["random_bytes"].write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
-    flipped = bytearray(data)  # every bit of the middle half of the stream flipped
-    for i in range(len(flipped) // 4, len(flipped) // 2):
-        flipped[i] ^= 0xFF
     files["bit_flipped"] = root / "flipped.mp4"
-    files["bit_flipped"].write_bytes(bytes(flipped))
+    files["bit_flipped"].write_bytes(_flip_middle(data))
     files["text"] = root / "notes.mp4"
     files["text"].write_text("not a video\n" * 50)
     files["audio_only"] = root / "audio.m4a"
     _write_audio_only(files["audio_only"])
+    # containers that list no frame count (mkv, webm) or whose demuxer resyncs past damage
+    for ext in CORRUPT_FORMATS:
+        clip = write_clip(root / f"good.{ext}", moving_pattern(48, 64, 96), 24, gop=8).read_bytes()
+        files[f"truncated_{ext}"] = root / f"truncated.{ext}"
+        files[f"truncated_{ext}"].write_bytes(clip[: len(clip) // 2])
+        files[f"bit_flipped_{ext}"] = root / f"flipped.{ext}"
+        files[f"bit_flipped_{ext}"].write_bytes(_flip_middle(clip))
     return files
 
 
 SCRIPT = textwrap.dedent("""
-    import json, sys
+    import json, sys, time
     import mammut_video as mv
-    backends, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-    out = {backend: {} for backend in backends}
-    for backend in backends:
+    readers, cases = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    out = {reader: {} for reader in readers}
+    seconds = {reader: {} for reader in readers}
+    for reader in readers:
         for name, path in cases.items():
+            start = time.perf_counter()
             try:
-                clip = mv.read_clip(path, 8, backend=backend)
-                out[backend][name] = ["ok", list(clip.shape)]
+                if reader == "probe":
+                    out[reader][name] = ["ok", repr(mv.probe_video(path))]
+                else:
+                    out[reader][name] = ["ok", list(mv.read_clip(path, 8, backend=reader).shape)]
             except mv.VideoDecodeError as e:
-                out[backend][name] = ["VideoDecodeError", e.path, e.cause, str(e)]
+                out[reader][name] = ["VideoDecodeError", e.path, e.cause, str(e)]
             except BaseException as e:
-                out[backend][name] = [type(e).__module__ + "." + type(e).__name__, str(e)]
-            print("DONE", backend, name, flush=True)
-    print("RESULT " + json.dumps(out))
+                out[reader][name] = [type(e).__module__ + "." + type(e).__name__, str(e)]
+            seconds[reader][name] = time.perf_counter() - start
+            print("DONE", reader, name, flush=True)
+    print("RESULT " + json.dumps({"results": out, "seconds": seconds}))
 """)
 
 
 @pytest.fixture(scope="module")
-def outcomes(bad_files) -> dict[str, dict[str, list]]:
-    """{backend: {case: result}} from one subprocess (one torch import) for all reads."""
+def subprocess_run(bad_files) -> dict[str, dict[str, dict]]:
+    """{"results": {reader: {case: result}}, "seconds": {reader: {case: s}}} from one
+    subprocess (one torch import) for all reads."""
     cases = json.dumps({k: str(v) for k, v in bad_files.items()})
     try:
-        proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(BACKENDS), cases], cwd=REPO,
-                              capture_output=True, text=True, timeout=180)
+        proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(READERS), cases], cwd=REPO,
+                              capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         done = out.splitlines()[-1:]
@@ -109,18 +131,53 @@ def outcomes(bad_files) -> dict[str, dict[str, list]]:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.fixture(scope="module")
+def outcomes(subprocess_run) -> dict[str, dict[str, list]]:
+    return subprocess_run["results"]
+
+
+DAMAGED = [f"{kind}_{ext}" for ext in CORRUPT_FORMATS for kind in ("truncated", "bit_flipped")]
 CASES = ["missing", "directory", "zero_bytes", "truncated", "truncated_indexed", "random_bytes",
-         "bit_flipped", "text", "audio_only"]
+         "bit_flipped", "text", "audio_only", *DAMAGED]
+# probe_video reads no frame data: an mp4 whose index is intact but whose samples hold
+# flipped bits (the moov box sits after the damaged part) probes fine and fails on decoding
+PROBE_CASES = [case for case in CASES if case != "bit_flipped"]
+
+
+def _check_error(result: list, case: str, reader: str, bad_files: dict[str, Path]) -> str:
+    assert result[0] == "VideoDecodeError", f"{case} with {reader}: {result}"
+    _, path, cause, message = result
+    assert path == str(bad_files[case])
+    assert cause and message == f"cannot decode video {path!r}: {cause}"
+    return cause
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("case", CASES)
 def test_bad_input_raises_video_decode_error(outcomes, bad_files, case, backend):
-    result = outcomes[backend][case]
-    assert result[0] == "VideoDecodeError", f"{case} with {backend}: {result}"
-    _, path, cause, message = result
-    assert path == str(bad_files[case])
-    assert cause and message == f"cannot decode video {path!r}: {cause}"
+    _check_error(outcomes[backend][case], case, backend, bad_files)
+
+
+@pytest.mark.parametrize("case", PROBE_CASES)
+def test_probe_video_raises_video_decode_error(outcomes, bad_files, case):
+    _check_error(outcomes["probe"][case], case, "probe", bad_files)
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("case", DAMAGED)
+def test_truncated_and_corrupt_files_say_so(outcomes, bad_files, case, reader):
+    # without a frame count in the header (mkv, webm), or with a demuxer that skips damaged
+    # data, these used to decode "fine": auto returned the first half, or frames out of order
+    cause = _check_error(outcomes[reader][case], case, reader, bad_files)
+    word = "truncated" if case.startswith("truncated") else "corrupt"
+    assert word in cause, f"{case} with {reader}: {cause}"
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_bad_input_fails_within_seconds(subprocess_run, reader):
+    seconds = subprocess_run["seconds"][reader]
+    slow = {case: round(s, 2) for case, s in seconds.items() if s >= MAX_SECONDS}
+    assert set(seconds) == set(CASES) and not slow, f"{reader}: reads over {MAX_SECONDS} s: {slow}"
 
 
 def test_messages_name_the_cause(outcomes):
