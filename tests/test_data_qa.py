@@ -281,3 +281,57 @@ def test_real_msvd_mapping_and_violet_questions(realdata, tmp_path):
     shutil.copy(msvd / "youtube_mapping.txt", ann.parent / "youtube_mapping.txt")
     by_id = load_qa("msvd-qa", "test", annotations=ann, videos=tmp_path)
     assert [r.video for r in by_id.records] == [r.video for r in qa.records]
+
+
+def test_duplicate_question_ids_name_the_id_and_both_records(tmp_path):
+    path = _write_json(tmp_path / "test_qa.json", [GOOD, {**GOOD, "id": 4}, {**GOOD, "id": 3}])
+    with pytest.raises(AnnotationError, match=r"test_qa.json: record 2: question id 3 is also used by record 0"):
+        load_qa("msrvtt-qa", "test", annotations=path, videos=tmp_path)
+    # ids are compared as the strings predictions are keyed by; JSONL records are named by line
+    path = tmp_path / "test.jsonl"
+    rows = [{"video": "a.mp4", "question": "what?", "answer": "x", "id": 7},
+            {"video": "b.mp4", "question": "who?", "answer": "y", "id": "7"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AnnotationError, match=r"test.jsonl: record 1: question id '7' is also used by record 0"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+
+
+@pytest.mark.parametrize("field", ["question", "answer"])
+def test_blank_question_or_answer_is_refused(tmp_path, field):
+    path = _write_json(tmp_path / "test_qa.json", [GOOD, {**GOOD, "id": 4, field: "   "}])
+    with pytest.raises(AnnotationError, match=rf"test_qa.json: record 1: field '{field}' is blank"):
+        load_qa("msrvtt-qa", "test", annotations=path, videos=tmp_path)
+
+
+def test_find_train_annotations_beside_the_evaluated_split(synth, tmp_path):
+    from mammut_video.data import find_train_annotations
+
+    qa_dir = synth["msvd"] / "MSVD-QA"
+    assert find_train_annotations("msvd-qa", qa_dir / "test_qa.json") == qa_dir / "train_qa.json"
+    # a file holding every split (VIOLET) is its own train split
+    violet = _write_json(tmp_path / "violet" / "txt_msvd-qa.json",
+                         {"train": [{"video": "a", "question": "what?", "answer": 0}], "test": [], "vocab": ["x"]})
+    assert find_train_annotations("msvd-qa", violet) == violet
+    assert train_answers("msvd-qa", annotations=find_train_annotations("msvd-qa", violet)) == ["x"]
+    # nothing beside it: the data root is searched next, then a one-line error
+    alone = _write_json(tmp_path / "alone" / "test_qa.json", [GOOD])
+    assert find_train_annotations("msvd-qa", alone, data_root=synth["msvd"]) == qa_dir / "train_qa.json"
+    with pytest.raises(DatasetNotFoundError, match=r"no train split beside .*test_qa.json") as err:
+        find_train_annotations("msvd-qa", alone)
+    assert "\n" not in str(err.value) and "train_qa.json" in str(err.value)
+
+
+def test_files_that_are_not_utf8_name_the_file(tmp_path):
+    latin1 = "caf\xe9".encode("latin-1")
+    path = tmp_path / "test.jsonl"
+    path.write_bytes(b'{"video": "a.mp4", "question": "' + latin1 + b'?", "answer": "x"}\n')
+    with pytest.raises(AnnotationError, match=r"test.jsonl: not UTF-8 text"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    path = tmp_path / "test.csv"
+    path.write_bytes(b"video,question,answer\na.mp4," + latin1 + b"?,x\n")
+    with pytest.raises(AnnotationError, match=r"test.csv: not UTF-8 text"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    mapping = tmp_path / "youtube_mapping.txt"
+    mapping.write_bytes(latin1 + b"_1_2 vid1\n")
+    with pytest.raises(AnnotationError, match=r"youtube_mapping.txt: not UTF-8 text"):
+        read_youtube_mapping(mapping)

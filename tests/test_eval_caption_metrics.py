@@ -66,3 +66,25 @@ def test_without_meteor_is_fast_and_complete() -> None:
 def test_empty_references_rejected() -> None:
     with pytest.raises(ValueError, match="without reference"):
         caption_metrics({"video0": []}, {"video0": "a dog"}, meteor=False)
+
+
+def test_java_problems_raise_caption_metrics_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+    import subprocess
+
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    from mammut_video.eval.caption_metrics import CaptionMetricsError
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "java" else which(name, *a, **k))
+    with pytest.raises(CaptionMetricsError, match=r"need Java.*PTB tokenisation"):
+        caption_metrics(REFERENCES, PREDICTIONS, meteor=False)
+    monkeypatch.undo()
+
+    def crash(self, captions):
+        raise subprocess.CalledProcessError(1, ["java", "-cp", "stanford-corenlp-3.4.1.jar"])
+
+    monkeypatch.setattr(PTBTokenizer, "tokenize", crash)
+    with pytest.raises(CaptionMetricsError, match="PTB tokenisation .* failed"):
+        caption_metrics(REFERENCES, PREDICTIONS, meteor=False)

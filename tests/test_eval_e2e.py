@@ -82,11 +82,16 @@ def test_msrvtt_qa_then_resume_after_crash(setup: dict, tmp_path: Path) -> None:
     assert metrics["metrics"]["missing"] == broken[0]["items"]
     assert all(p["prediction"] is None for p in preds if p["video_id"] == setup["broken"].stem)
 
-    # a crash: 5 lines done, the 6th cut mid-write
+    # a crash: 5 items done (plus the broken clip's failed items, which a resume tries again), the
+    # next line cut mid-write
     crashed = tmp_path / "crashed"
     crashed.mkdir()
     text = (full / "predictions.jsonl").read_text().splitlines(keepends=True)
-    (crashed / "predictions.jsonl").write_text("".join(text[:5]) + text[5][:17])
+    ok = [i for i, line in enumerate(text) if json.loads(line)["prediction"] is not None]
+    cut = ok[4] + 1
+    assert any(json.loads(line).get("error") for line in text[:cut])  # the resume meets a failed item
+    (crashed / "predictions.jsonl").write_text("".join(text[:cut]) + text[cut][:17])
+    (crashed / "settings.json").write_text((full / "settings.json").read_text())  # written when a run starts
     assert _eval(setup, "msrvtt-qa", "msrvtt", crashed) == 2  # refuses without --resume
     assert _eval(setup, "msrvtt-qa", "msrvtt", crashed, "--resume") == 0
     resumed = json.loads((crashed / "metrics.json").read_text())
@@ -164,3 +169,139 @@ def test_rank_protocol_picks_from_answer_list(setup: dict, tmp_path: Path) -> No
     predicted = {p["prediction"] for p in preds if p["prediction"] is not None}
     assert predicted and predicted <= {"red", "blue", "circle", "2"}
     assert json.loads((out / "metrics.json").read_text())["protocol"] == "rank"
+
+
+def _one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mammut-video eval: error:")]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_duplicate_question_ids_are_one_line_errors(setup: dict, tmp_path: Path, capsys) -> None:
+    records = json.loads((setup["msrvtt"] / "msrvtt_qa" / "test_qa.json").read_text())
+    records[3]["id"] = records[1]["id"]
+    ann = tmp_path / "test_qa.json"
+    ann.write_text(json.dumps(records))
+    assert main(["eval", "msrvtt-qa", "--annotations", str(ann), "--videos", str(setup["msrvtt"] / "videos"),
+                 "--checkpoint", str(setup["ckpt"]), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = _one_line_error(capsys)
+    assert str(ann) in err and f"question id {records[1]['id']!r}" in err
+    assert "record 3" in err and "record 1" in err
+
+
+def test_malformed_answer_list_is_a_one_line_error(setup: dict, tmp_path: Path, capsys) -> None:
+    answers = tmp_path / "answers.json"
+    answers.write_text('["red", "blue",\n "two"')
+    assert _eval(setup, "msrvtt-qa", "msrvtt", tmp_path / "o", "--protocol", "rank", "--answer-list",
+                 str(answers)) == 2
+    err = _one_line_error(capsys)
+    assert "--answer-list" in err and str(answers) in err and "malformed JSON at line 2" in err
+    answers.write_text('["red", 2]')
+    assert _eval(setup, "msrvtt-qa", "msrvtt", tmp_path / "o", "--protocol", "rank", "--answer-list",
+                 str(answers)) == 2
+    assert "entry 1 is int" in _one_line_error(capsys)
+
+
+def test_caption_scoring_without_java_is_refused_up_front(setup: dict, tmp_path: Path, capsys, monkeypatch) -> None:
+    import shutil
+
+    which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None if name == "java" else which(name, *a, **k))
+    assert _eval(setup, "msvd-caption", "msvd", tmp_path / "o", "--no-meteor") == 2
+    err = _one_line_error(capsys)
+    assert "Java" in err and "PTB" in err
+    assert not (tmp_path / "o" / "predictions.jsonl").exists()  # refused before captioning anything
+
+
+@pytest.mark.slow
+def test_rank_with_annotations_only_uses_the_train_split_beside_them(setup: dict, tmp_path: Path, capsys) -> None:
+    from mammut_video.data import train_answers
+
+    qa_dir = setup["msvd"] / "MSVD-QA"
+    base = ["eval", "msvd-qa", "--videos", str(setup["msvd"] / "YouTubeClips"), "--checkpoint", str(setup["ckpt"]),
+            "--protocol", "rank", "--limit", "6", "--workers", "0", "--device", "cpu", "--no-progress"]
+    assert main(base + ["--annotations", str(qa_dir / "test_qa.json"), "--out", str(tmp_path / "a")]) == 0
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    train = train_answers("msvd-qa", annotations=qa_dir / "train_qa.json")
+    assert m["answer_list"]["count"] == len(train) and str(qa_dir / "train_qa.json") in m["answer_list"]["source"]
+    predicted = {p["prediction"] for p in _lines(tmp_path / "a" / "predictions.jsonl")}
+    assert None not in predicted and predicted <= set(train)
+    # no train split beside the file: a clear error pointing at --answer-list
+    alone = tmp_path / "alone" / "test_qa.json"
+    alone.parent.mkdir()
+    alone.write_text((qa_dir / "test_qa.json").read_text())
+    (alone.parent / "youtube_mapping.txt").write_text((qa_dir / "youtube_mapping.txt").read_text())
+    assert main(base + ["--annotations", str(alone), "--out", str(tmp_path / "b")]) == 2
+    err = _one_line_error(capsys)
+    assert "--answer-list" in err and str(alone) in err
+
+
+@pytest.mark.slow
+def test_resume_refuses_other_settings(setup: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "3") == 0
+    capsys.readouterr()
+    other_ckpt = tmp_path / "other_ckpt"
+    import shutil
+
+    shutil.copytree(setup["ckpt"], other_ckpt)
+    answers = tmp_path / "answers.txt"
+    answers.write_text("red\nblue\n")
+    for extra, expected in ((["--frames", "2"], "frames: 4 before, 2 now"),
+                            (["--protocol", "rank", "--answer-list", str(answers)], "protocol: generate before, rank now")):
+        assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "6", "--resume", *extra) == 2
+        err = _one_line_error(capsys)
+        assert expected in err and "--overwrite" in err and "--out" in err
+    assert main(["eval", "msvd-qa", "--data-root", str(setup["msvd"]), "--checkpoint", str(other_ckpt),
+                 "--out", str(out), "--workers", "0", "--device", "cpu", "--no-progress", "--limit", "6",
+                 "--resume"]) == 2
+    assert f"checkpoint: {setup['ckpt'].resolve()} before, {other_ckpt.resolve()} now" in _one_line_error(capsys)
+    assert len(_lines(out / "predictions.jsonl")) == 3  # nothing was added
+    # the same settings resume (a larger --limit only adds items)
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "6", "--resume") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["run"]["resumed_items"] == 3 and m["counts"]["items"] == 6
+    # --overwrite starts again under the new settings
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "3", "--overwrite", "--frames", "2") == 0
+    assert json.loads((out / "metrics.json").read_text())["frames"] == 2
+
+
+@pytest.mark.slow
+def test_resume_retries_clips_that_failed_to_decode(setup: dict, tmp_path: Path) -> None:
+    import shutil
+
+    from mammut_video.data import load_qa, make_synthetic
+
+    data = make_synthetic(tmp_path / "data", kind="msrvtt", num_videos=8, frames=8, size=32, seed=5)["msrvtt"]
+    clip = load_qa("msrvtt-qa", "test", data_root=data).records[-1].video
+    good = clip.read_bytes()
+    clean, out = tmp_path / "clean", tmp_path / "out"
+    assert _eval({**setup, "d": data}, "msrvtt-qa", "d", clean) == 0
+    clip.write_bytes(b"\x00broken" * 32)
+    assert _eval({**setup, "d": data}, "msrvtt-qa", "d", out) == 0
+    before = json.loads((out / "metrics.json").read_text())
+    failed_items = before["counts"]["failed_items"]
+    assert failed_items > 0 and before["failed_videos"][0]["video_id"] == clip.stem
+    clip.write_bytes(good)  # repaired
+    assert _eval({**setup, "d": data}, "msrvtt-qa", "d", out, "--resume") == 0
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["failed_videos"] == [] and after["counts"]["failed_items"] == 0
+    assert after["run"]["evaluated_items"] == failed_items
+    assert after["run"]["resumed_items"] == after["counts"]["items"] - failed_items
+    assert (out / "predictions.jsonl").read_text() == (clean / "predictions.jsonl").read_text()
+    assert _stable(out / "metrics.json") == {**_stable(clean / "metrics.json")}
+    shutil.rmtree(data)
+
+
+@pytest.mark.slow
+def test_metrics_paths_are_absolute(setup: dict, tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    rel = lambda p: os.path.relpath(p, tmp_path)  # noqa: E731
+    assert main(["eval", "msrvtt-retrieval", "--data-root", rel(setup["msrvtt"]), "--checkpoint", rel(setup["ckpt"]),
+                 "--out", "out", "--workers", "0", "--device", "cpu", "--no-progress", "--limit", "2"]) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    for key in ("annotation_file", "video_dir", "checkpoint"):
+        assert Path(m[key]).is_absolute() and Path(m[key]).exists(), key
+    assert m["annotation_file"] == str((setup["msrvtt"] / "annotation" / "MSRVTT_JSFUSION_test.csv").resolve())

@@ -14,6 +14,7 @@ Loading annotations (no torch needed)::
     caps = load_captions("msrvtt", "test", data_root=...)   # -> CaptionSplit of CaptionRecord
     ret = load_retrieval_1ka(data_root=...)                 # 1,000 CaptionRecord, one caption each
     answers = train_answers("msrvtt-qa", data_root=...)     # all train answers, most frequent first
+    find_train_annotations("msrvtt-qa", qa.annotation_file)  # the train split that goes with a loaded split
 
 Records (dataclasses): ``QARecord(video, question, answer, question_id, question_type, start,
 end, video_id)``, ``CaptionRecord(video, video_id, captions, start, end)``,
@@ -46,7 +47,8 @@ _EXPORTS = {
     "CaptionSplit": "records", "question_type": "records", "QUESTION_TYPES": "records",
     "AnnotationError": "files", "DatasetNotFoundError": "files",
     "VIDEO_EXTENSIONS": "layout",
-    "load_qa": "qa", "train_answers": "qa", "answer_list": "qa", "read_qa_annotations": "qa",
+    "load_qa": "qa", "train_answers": "qa", "find_train_annotations": "qa", "answer_list": "qa",
+    "read_qa_annotations": "qa",
     "QA_DATASETS": "qa",
     "load_captions": "captions", "load_retrieval_1ka": "captions", "CAPTION_DATASETS": "captions",
     "read_youtube_mapping": "msvd",

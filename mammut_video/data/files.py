@@ -33,6 +33,8 @@ def read_json(path: Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise AnnotationError(path, f"not UTF-8 text ({err})") from None
+    except OSError as err:
+        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -57,6 +59,17 @@ def read_jsonl(path: Path) -> list[Any]:
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
+    try:
+        return _read_csv(path)
+    except UnicodeDecodeError as err:
+        raise AnnotationError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise AnnotationError(path, f"malformed CSV: {err}") from None
+    except OSError as err:
+        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
@@ -74,18 +87,25 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def read_records(path: Path) -> list[Any]:
     """JSON array, JSONL or CSV by extension (``.json`` holding one object per line is read as JSONL)."""
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        return read_jsonl(path)
-    if suffix in (".csv", ".tsv"):
-        return read_csv(path)
-    if suffix == ".json":
-        try:
-            return read_json(path)
-        except AnnotationError:
-            first = path.read_text(encoding="utf-8").lstrip()[:1]
-            if first == "{" and _looks_like_jsonl(path):
-                return read_jsonl(path)
-            raise
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            return read_jsonl(path)
+        if suffix in (".csv", ".tsv"):
+            return read_csv(path)
+        if suffix == ".json":
+            try:
+                return read_json(path)
+            except AnnotationError:
+                first = path.read_text(encoding="utf-8").lstrip()[:1]
+                if first == "{" and _looks_like_jsonl(path):
+                    return read_jsonl(path)
+                raise
+    except UnicodeDecodeError as err:
+        raise AnnotationError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except csv.Error as err:
+        raise AnnotationError(path, f"malformed CSV: {err}") from None
+    except OSError as err:
+        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
     raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl or .csv)")
 
 

@@ -16,20 +16,25 @@ _VID = re.compile(r"vid(\d+)")
 def read_youtube_mapping(path: Path) -> dict[int, str]:
     """``youtube_mapping.txt`` -> {vid number: YouTube clip name} (``-4wsuPCjDBc_5_15 vid1`` -> {1: ...})."""
     mapping: dict[int, str] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            m = _VID.fullmatch(parts[-1]) if len(parts) == 2 else None
-            if m is None:
-                raise AnnotationError(path, f"expected '<clip name> vid<N>', got {line.strip()!r}",
-                                      record=f"line {lineno}")
-            vid = int(m.group(1))
-            if vid in mapping:
-                raise AnnotationError(path, f"vid{vid} mapped twice ({mapping[vid]!r} and {parts[0]!r})",
-                                      record=f"line {lineno}")
-            mapping[vid] = parts[0]
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as err:
+        raise AnnotationError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        m = _VID.fullmatch(parts[-1]) if len(parts) == 2 else None
+        if m is None:
+            raise AnnotationError(path, f"expected '<clip name> vid<N>', got {line.strip()!r}",
+                                  record=f"line {lineno}")
+        vid = int(m.group(1))
+        if vid in mapping:
+            raise AnnotationError(path, f"vid{vid} mapped twice ({mapping[vid]!r} and {parts[0]!r})",
+                                  record=f"line {lineno}")
+        mapping[vid] = parts[0]
     if not mapping:
         raise AnnotationError(path, "empty mapping file")
     return mapping

@@ -97,17 +97,36 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
     if not isinstance(data, list):
         raise AnnotationError(path, f"expected a list of QA records, got {type(data).__name__}")
     out = []
+    where_of: list[int | str] = []
     for i, record in enumerate(data):
-        f = Fields(path, f"{prefix}[{i}]" if prefix else i, record)
+        where = f"{prefix}[{i}]" if prefix else i
+        f = Fields(path, where, record)
         ref = f.id("video", "video_id", "video_name", "clip_name")
-        question = f.str("question")
-        answer = _answer(f, vocab)
+        question = f.str("question").strip()
+        if not question:
+            raise f.error("field 'question' is blank")
+        answer = _answer(f, vocab).strip()
+        if not answer:
+            raise f.error("field 'answer' is blank")
         qid = f.id("question_id", "id", "qid") if f.first_present("question_id", "id", "qid") else i
+        where_of.append(where)
         start, end = f.optional_seconds("start"), f.optional_seconds("end")
         if start is not None and end is not None and end <= start:
             raise f.error(f"'end' ({end}) must be after 'start' ({start})")
-        out.append(RawQA(ref, question.strip(), answer.strip(), qid, start, end))
+        out.append(RawQA(ref, question, answer, qid, start, end))
+    _check_unique_ids(path, out, where_of)
     return out
+
+
+def _check_unique_ids(path: Path, records: list[RawQA], where_of: list[int | str]) -> None:
+    """Question ids must be unique as strings (predictions and ``--resume`` are keyed by them)."""
+    seen: dict[str, int | str] = {}
+    for r, where in zip(records, where_of):
+        key = str(r.question_id)
+        if key in seen:
+            raise AnnotationError(path, f"question id {r.question_id!r} is also used by record {seen[key]}; "
+                                        "question ids must be unique (predictions are keyed by them)", where)
+        seen[key] = where
 
 
 def _answer(f: Fields, vocab: list[str] | None) -> str:
@@ -249,6 +268,29 @@ def answer_list(records: Iterable[QARecord | RawQA], top_k: int | None = None) -
     counts = Counter(r.answer for r in records)
     ranked = sorted(counts, key=lambda a: (-counts[a], a))
     return ranked[:top_k] if top_k is not None else ranked
+
+
+def find_train_annotations(dataset: str, annotation_file: str | Path, data_root: str | Path | None = None) -> Path:
+    """The training split's annotations that go with another split's ``annotation_file``.
+
+    That same file when it holds every split (VIOLET ``{"train": [...], ...}``); else a train
+    file of the same dataset in the file's folder (searched like a data root, so a sibling such
+    as ``train_qa.json`` beside ``test_qa.json`` wins); else one under ``data_root``. Raises
+    :class:`DatasetNotFoundError` (one line) saying where it looked.
+    """
+    _check_dataset(dataset)
+    annotation_file = Path(annotation_file)
+    if annotation_file.suffix.lower() == ".json" and isinstance(read_records(annotation_file), dict):
+        return annotation_file
+    names = qa_file_names(dataset, "train")
+    roots = [annotation_file.parent] + ([Path(data_root)] if data_root is not None else [])
+    for root in roots:
+        try:
+            return find_annotation(root, names, f"{dataset} train annotations", avoid=_OTHER[dataset])
+        except DatasetNotFoundError:
+            continue
+    raise DatasetNotFoundError(f"{dataset}: no train split beside {annotation_file} (looked for "
+                               f"{', '.join(names)} under {' and '.join(map(str, roots))})")
 
 
 def train_answers(dataset: str, data_root: str | Path | None = None, annotations: str | Path | None = None,

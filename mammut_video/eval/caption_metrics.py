@@ -9,10 +9,23 @@ cannot run offline; it is reported as unavailable, never as 0.
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Mapping, Sequence
 
 SPICE_UNAVAILABLE = "unavailable (needs Stanford CoreNLP models downloaded at first use)"
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+
+
+class CaptionMetricsError(RuntimeError):
+    """Caption scoring cannot run: no Java, or pycocoevalcap's Java tools failed."""
+
+
+def require_java() -> None:
+    """Raise :class:`CaptionMetricsError` unless a ``java`` executable is on PATH."""
+    if shutil.which("java") is None:
+        raise CaptionMetricsError(
+            "caption metrics need Java: pycocoevalcap's PTB tokenisation (and METEOR) run on the JVM and no "
+            "`java` is on PATH; install a Java runtime (e.g. openjdk-17-jre-headless) and run again")
 
 
 def caption_metrics(
@@ -35,15 +48,17 @@ def caption_metrics(
 
     if not references:
         raise ValueError("no reference captions to score against")
-    if shutil.which("java") is None:
-        raise RuntimeError("caption metrics need Java (PTB tokeniser, METEOR): install a JRE, e.g. openjdk-17")
+    require_java()
     empty = [k for k, caps in references.items() if not caps]
     if empty:
         raise ValueError(f"videos without reference captions: {empty[:5]}")
     keys = list(references)
-    tokenizer = PTBTokenizer()
-    gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in keys})
-    res = tokenizer.tokenize({k: [{"caption": predictions.get(k, "")}] for k in keys})
+    try:
+        tokenizer = PTBTokenizer()
+        gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in keys})
+        res = tokenizer.tokenize({k: [{"caption": predictions.get(k, "")}] for k in keys})
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise CaptionMetricsError(f"PTB tokenisation (Java, pycocoevalcap) failed: {err}") from None
 
     out: dict = {}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
@@ -51,8 +66,11 @@ def caption_metrics(
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
-        scorer = Meteor()
-        out["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        try:
+            scorer = Meteor()
+            out["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        except (OSError, ValueError, subprocess.CalledProcessError) as err:
+            raise CaptionMetricsError(f"METEOR (Java, pycocoevalcap) failed: {err}; --no-meteor skips it") from None
         del scorer  # its __del__ stops the Java process
     out["ROUGE-L"] = float(Rouge().compute_score(gts, res)[0])
     out["CIDEr"] = float(Cider().compute_score(gts, res)[0])

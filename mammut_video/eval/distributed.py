@@ -7,6 +7,7 @@ a barrier rank 0 merges them and computes the metrics, so the result equals a on
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -51,16 +52,29 @@ class DistContext:
 def init_distributed(device: str | None = None) -> DistContext:
     """Join the process group when started by torchrun, else a single-process context.
 
-    device: "cpu", "cuda" or None (CUDA when available). Under torchrun each rank takes GPU
-    ``LOCAL_RANK``; the backend is nccl on GPU and gloo on CPU.
+    device: "cpu", "cuda", "cuda:N" or None (CUDA when available). Under torchrun each rank takes
+    GPU ``LOCAL_RANK`` (an index in ``device`` is ignored); the backend is nccl on GPU and gloo on
+    CPU. Raises ValueError for another device string, RuntimeError when CUDA is asked for but absent.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is not None and re.fullmatch(r"cpu|cuda(:\d+)?", device) is None:
+        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
         raise RuntimeError(f"--device {device} asked for, but CUDA is not available")
-    dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+    dev = torch.device("cpu")
+    if use_cuda:
+        if world_size > 1:
+            index = local_rank
+        elif device is not None and ":" in device:
+            index = int(device.split(":")[1])
+        else:
+            index = torch.cuda.current_device()
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"--device cuda:{index} asked for, but only {torch.cuda.device_count()} GPUs are visible")
+        dev = torch.device("cuda", index)
     if use_cuda:
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():

@@ -4,6 +4,9 @@ One line per item (a question, or a video for captioning / retrieval), keyed by 
 (``question_id`` or ``video_id``) whose value is compared as a string. Lines are flushed after
 every batch, so a crash loses at most the batch in flight; reading back tolerates a truncated
 last line (a crash mid-write) and cuts it off before appending.
+
+``settings.json`` beside them records what decided those predictions (checkpoint, data, frames,
+protocol, ...) when the run started; ``--resume`` refuses to continue under other settings.
 """
 
 from __future__ import annotations
@@ -89,6 +92,70 @@ def check_can_write(out_dir: str | Path, resume: bool, overwrite: bool) -> None:
             f"{found[0]} already holds predictions: pass --resume to continue that evaluation, "
             "or --overwrite to start again"
         )
+
+
+SETTINGS_FILE = "settings.json"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_differences(before: dict, now: dict) -> list[str]:
+    """``"name: X before, Y now"`` for every setting that differs (nested keys dotted)."""
+    a, b = _flatten(before), _flatten(now)
+    return [f"{k}: {a.get(k, '(not recorded)')} before, {b.get(k, '(not set)')} now"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def read_settings(out_dir: str | Path) -> dict | None:
+    """The settings recorded in ``out_dir`` by the run that started there, or None."""
+    path = Path(out_dir) / SETTINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as err:
+        raise PredictionFileError(f"{path}: unreadable run settings ({err}); pass --overwrite to start "
+                                  "again, or choose a new --out") from None
+    if not isinstance(data, dict):
+        raise PredictionFileError(f"{path}: expected a JSON object of run settings; pass --overwrite to start "
+                                  "again, or choose a new --out")
+    return data
+
+
+def check_resume_settings(out_dir: str | Path, settings: dict) -> bool:
+    """On ``--resume``: refuse when ``out_dir``'s predictions were made under other settings.
+
+    Returns False when earlier predictions exist but no settings were recorded (a run by an
+    older version), so they cannot be checked; True otherwise.
+    """
+    if not any(p.stat().st_size > 0 for p in prediction_files(out_dir)):
+        return True  # nothing to mix with
+    before = read_settings(out_dir)
+    if before is None:
+        return False
+    diffs = settings_differences(before, settings)
+    if diffs:
+        raise PredictionFileError(
+            f"--resume: the predictions in {out_dir} were made with other settings ({'; '.join(diffs)}), "
+            "so continuing would mix them. Pass --overwrite to discard them and start again, or choose a new --out"
+        )
+    return True
+
+
+def write_settings(out_dir: str | Path, settings: dict) -> None:
+    """Record ``settings`` in ``out_dir`` (atomically)."""
+    path = Path(out_dir) / SETTINGS_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(settings, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def prediction_files(out_dir: str | Path) -> list[Path]:

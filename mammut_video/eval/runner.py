@@ -7,6 +7,10 @@ item, and appends them to this rank's predictions file after every batch. On ``-
 items already in any predictions file of the output folder are skipped. At the end rank 0
 merges the files into ``predictions.jsonl`` (in split order) and scores every item of the
 split, so a failed or missing prediction counts against the model.
+
+Items whose clip failed to decode (records carrying an ``error``) are not finished: ``--resume``
+evaluates them again. The settings that decide the predictions (``EvalOptions.settings``) are
+recorded in the output folder when a run starts, and ``--resume`` refuses other settings.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import torch
 
 from mammut_video.eval.distributed import DistContext
 from mammut_video.eval.predictions import (
+    SETTINGS_FILE,
     PredictionWriter,
     check_can_write,
+    check_resume_settings,
     load_done,
     merge_predictions,
     remove_predictions,
+    write_settings,
 )
 
 
@@ -56,6 +63,10 @@ class EvalTask(Protocol):
 
     def failed(self, unit: ClipUnit, error: str) -> list[dict]: ...
 
+    def settings(self) -> dict:
+        """Task settings that decide the predictions (protocol, generation, answer list)."""
+        ...
+
     def score(self, model: Any, records: dict[str, dict]) -> dict: ...
 
 
@@ -68,6 +79,7 @@ class EvalOptions:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    settings: dict | None = None  # what decides the predictions; recorded, and checked on resume
 
 
 @dataclass
@@ -99,15 +111,25 @@ def run_eval(task: EvalTask, model: Any, ctx: DistContext, opts: EvalOptions, ma
     out_dir = opts.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     check_can_write(out_dir, opts.resume, opts.overwrite)  # every rank: same files, same verdict
+    checked = True
+    if opts.resume and opts.settings is not None:
+        checked = check_resume_settings(out_dir, opts.settings)
     ctx.barrier()
-    if opts.overwrite and ctx.is_main:
-        remove_predictions(out_dir)
+    if ctx.is_main:
+        if opts.overwrite:
+            remove_predictions(out_dir)
+        if not checked:
+            print(f"warning: {out_dir} has no {SETTINGS_FILE} (written by an older version): cannot check that "
+                  "its predictions were made with the same checkpoint and settings", file=sys.stderr)
+        if opts.settings is not None:
+            write_settings(out_dir, opts.settings)
     ctx.barrier()
 
     units = task.units()
     order = [k for u in units for k in u.keys]
     own_path = own_predictions_path(out_dir, ctx)
     done = load_done(out_dir, task.key, repair_path=own_path) if opts.resume else {}
+    done = {k: r for k, r in done.items() if not r.get("error")}  # failed clips are tried again
     resumed = sum(1 for k in order if k in done)
     pending: list[ClipUnit] = []
     for u in units:

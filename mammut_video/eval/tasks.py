@@ -2,7 +2,7 @@
 
 - :class:`QATask`: open-ended VideoQA, ``generate`` (decode an answer) or ``rank`` (pick the
   candidate answer with the highest decoder likelihood); questions are grouped by clip so
-  each video is decoded once for all its questions.
+  each video is decoded and encoded once for all its questions (and, ranking, all candidates).
 - :class:`CaptionTask`: one generated caption per video, scored with pycocoevalcap.
 - :class:`RetrievalTask`: contrastive video embeddings, text embeddings of the captions,
   text->video and video->text ranks.
@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from mammut_video.data.files import AnnotationError
 from mammut_video.eval.caption_metrics import caption_metrics
 from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy
 from mammut_video.eval.retrieval_metrics import retrieval_metrics
@@ -46,6 +48,31 @@ def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int],
     return answers
 
 
+QA_MAX_NEW_TOKENS = 10  # answers are one or two words
+CAPTION_MAX_NEW_TOKENS = 30
+
+
+def answer_list_identity(candidates: Sequence[str]) -> dict:
+    """``{"count", "sha256"}`` of a candidate list (order matters: it breaks score ties)."""
+    digest = hashlib.sha256("\n".join(candidates).encode("utf-8")).hexdigest()
+    return {"count": len(candidates), "sha256": digest}
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _first(records: Sequence[Any], limit: int | None) -> list:
+    """The first ``limit`` records (all when ``limit`` is None; 0 is not "all")."""
+    if limit is None:
+        return list(records)
+    if limit < 1:
+        raise ValueError(f"limit must be at least 1 (or None for every item), got {limit}")
+    return list(records[:limit])
+
+
 def _clip_key(record: Any) -> tuple:
     return (str(record.video), record.start, record.end)
 
@@ -57,19 +84,33 @@ class QATask:
     unit_name = "question"
 
     def __init__(self, split: Any, protocol: str = "generate", candidates: Sequence[str] | None = None,
-                 question_batch: int = 64, limit: int | None = None):
+                 question_batch: int = 64, limit: int | None = None, rank_batch: int = 256):
         if protocol not in ("generate", "rank"):
             raise ValueError(f"unknown QA protocol {protocol!r}: use 'generate' or 'rank'")
         if protocol == "rank" and not candidates:
             raise ValueError("the rank protocol needs candidate answers (training answers or --answer-list)")
+        _check_positive(question_batch=question_batch, rank_batch=rank_batch)
         self.split = split
         self.protocol = protocol
         self.candidates = list(dict.fromkeys(candidates or []))  # unique, order kept
         self.question_batch = question_batch
-        self.records = list(split.records[:limit] if limit else split.records)
-        self.by_key = {str(r.question_id): r for r in self.records}
-        if len(self.by_key) != len(self.records):
-            raise ValueError(f"{split.annotation_file}: question ids are not unique")
+        self.rank_batch = rank_batch
+        self.max_new_tokens = QA_MAX_NEW_TOKENS
+        self.records = _first(split.records, limit)
+        self.by_key: dict[str, Any] = {}
+        for i, r in enumerate(self.records):
+            key = str(r.question_id)
+            if key in self.by_key:
+                first = next(j for j, o in enumerate(self.records) if str(o.question_id) == key)
+                raise AnnotationError(split.annotation_file, f"question id {r.question_id!r} is used by records "
+                                      f"{first} and {i}; question ids must be unique")
+            self.by_key[key] = r
+
+    def settings(self) -> dict:
+        """What, besides checkpoint, data and frames, decides this task's predictions."""
+        if self.protocol == "generate":
+            return {"protocol": "generate", "generation": {"max_new_tokens": self.max_new_tokens, "num_beams": 1}}
+        return {"protocol": "rank", "answer_list": answer_list_identity(self.candidates)}
 
     def units(self) -> list[ClipUnit]:
         missing = {str(p) for p in self.split.missing_videos}
@@ -96,17 +137,15 @@ class QATask:
         clip_index = [i for i, _ in flat]
         questions = [self.by_key[k].question for _, k in flat]
         if self.protocol == "generate":
-            answers = answer_questions(model, video, clip_index, questions, batch_size=self.question_batch)
+            answers = answer_questions(model, video, clip_index, questions, batch_size=self.question_batch,
+                                       max_new_tokens=self.max_new_tokens)
             return [self._record(k, a) for (_, k), a in zip(flat, answers)]
-        out: list[dict] = []
-        for s in range(0, len(flat), self.question_batch):
-            idx = torch.as_tensor(clip_index[s : s + self.question_batch], device=video.device)
-            scores = model.rank_answers(video[idx], questions[s : s + self.question_batch], self.candidates,
-                                        batch_size=self.question_batch)
-            best = scores.argmax(dim=-1).tolist()
-            out += [self._record(k, self.candidates[b], score=float(scores[j, b]))
-                    for j, ((_, k), b) in enumerate(zip(flat[s : s + self.question_batch], best))]
-        return out
+        # rank: every clip encoded once, its cross K/V shared by all its questions and candidates
+        scores = model.rank_answers(video, questions, self.candidates, batch_size=self.rank_batch,
+                                    clip_index=clip_index)
+        best = scores.argmax(dim=-1).tolist()
+        return [self._record(k, self.candidates[b], score=float(scores[j, b]))
+                for j, ((_, k), b) in enumerate(zip(flat, best))]
 
     def failed(self, unit: ClipUnit, error: str) -> list[dict]:
         return [self._record(k, None, error=error) for k in unit.keys]
@@ -125,8 +164,12 @@ class CaptionTask:
 
     def __init__(self, split: Any, limit: int | None = None, meteor: bool = True):
         self.split = split
-        self.records = list(split.records[:limit] if limit else split.records)
+        self.records = _first(split.records, limit)
         self.meteor = meteor
+        self.max_new_tokens = CAPTION_MAX_NEW_TOKENS
+
+    def settings(self) -> dict:
+        return {"protocol": "generate", "generation": {"max_new_tokens": self.max_new_tokens, "num_beams": 1}}
 
     def units(self) -> list[ClipUnit]:
         missing = {str(p) for p in self.split.missing_videos}
@@ -135,7 +178,7 @@ class CaptionTask:
 
     def predict(self, model: Any, video: torch.Tensor, units: Sequence[ClipUnit]) -> list[dict]:
         """video (len(units), C, T, H, W) -> one ``{"video_id", "caption"}`` record per unit."""
-        captions = model.caption(video)
+        captions = model.caption(video, max_new_tokens=self.max_new_tokens)
         return [{"video_id": u.video_id, "caption": c} for u, c in zip(units, captions)]
 
     def failed(self, unit: ClipUnit, error: str) -> list[dict]:
@@ -157,8 +200,11 @@ class RetrievalTask:
 
     def __init__(self, split: Any, limit: int | None = None, text_batch: int = 256):
         self.split = split
-        self.records = list(split.records[:limit] if limit else split.records)
+        self.records = _first(split.records, limit)
         self.text_batch = text_batch
+
+    def settings(self) -> dict:
+        return {"protocol": "contrastive"}
 
     def units(self) -> list[ClipUnit]:
         missing = {str(p) for p in self.split.missing_videos}

@@ -172,44 +172,87 @@ class MammutVideo(nn.Module):
 
     @torch.no_grad()
     def rank_answers(self, video: torch.Tensor, questions: list[str], candidates: list[str],
-                     batch_size: int = 64, length_normalize: bool = False) -> torch.Tensor:
-        """Score every candidate answer for every (clip, question) by decoder likelihood.
+                     batch_size: int = 64, length_normalize: bool = False,
+                     clip_index: Sequence[int] | None = None) -> torch.Tensor:
+        """Score every candidate answer for every question by decoder likelihood.
 
-        video (B, C, T, H, W), B questions, K candidates -> (B, K): the summed log-probability of
-        the candidate's tokens plus the final EOT after the QA prompt (divided by that token count
-        when ``length_normalize``). Cross-attention K/V are computed once per clip and shared by
-        all candidates.
+        video (B, C, T, H, W); Q questions, question q being about clip ``clip_index[q]`` (default:
+        clip q, so Q == B); K candidates -> (Q, K) on the CPU: the summed log-probability of the
+        candidate's tokens plus the final EOT after the QA prompt (divided by that token count
+        when ``length_normalize``).
+
+        Work is shared as far as it is exact: each clip goes through the video encoder ONCE and
+        its cross-attention K/V are computed once and expanded (not copied) over all its
+        questions and candidates; each question's prompt runs once and its self-attention K/V
+        cache is reused by every candidate, which then only feeds its own tokens. Prompts and
+        (question, candidate) rows are processed ``batch_size`` at a time.
         """
+        from mammut_video.model.generation import _left_pad
         from mammut_video.text.prompts import qa_prompt_ids
 
-        if len(questions) != video.shape[0]:
-            raise ValueError(f"{video.shape[0]} clips but {len(questions)} questions")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not candidates:
+            raise ValueError("no candidate answers to rank")
+        num_clips = video.shape[0]
+        if clip_index is None:
+            if len(questions) != num_clips:
+                raise ValueError(f"{num_clips} clips but {len(questions)} questions")
+            clip_index = range(num_clips)
+        elif len(clip_index) != len(questions):
+            raise ValueError(f"{len(clip_index)} clip indices for {len(questions)} questions")
+        by_clip: dict[int, list[int]] = {}
+        for q, c in enumerate(clip_index):
+            if not 0 <= int(c) < num_clips:
+                raise ValueError(f"clip_index[{q}] = {c} outside the {num_clips} clips")
+            by_clip.setdefault(int(c), []).append(q)
+
         tok = self.tokenizer
-        kv_all = self.cross_kv(self.visual.forward_tokens(video))
-        answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
-        scores = torch.empty(video.shape[0], len(candidates))
         limit = self.config.text.context_length
-        for b, prompt in enumerate(qa_prompt_ids(tok, questions, self.config.text.context_length)):
-            for start in range(0, len(answers), batch_size):
-                chunk = answers[start: start + batch_size]
-                seqs = [(prompt + a)[:limit] for a in chunk]
-                n = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), n), tok.pad_id, dtype=torch.long)
-                target = torch.full((len(seqs), n), -100, dtype=torch.long)
-                for i, s in enumerate(seqs):
-                    ids[i, : len(s)] = torch.tensor(s)
-                    target[i, len(prompt) - 1: len(s) - 1] = torch.tensor(s[len(prompt):])
-                ids, target = ids.to(self.device), target.to(self.device)
-                kv = [(k[b: b + 1].expand(len(seqs), -1, -1, -1), v[b: b + 1].expand(len(seqs), -1, -1, -1))
-                      for k, v in kv_all]
-                logits, _ = self.text.forward_generative(ids, kv)
-                logp = logits.float().log_softmax(-1)
-                mask = target != -100
-                token_lp = logp.gather(-1, target.clamp(min=0)[..., None])[..., 0] * mask
-                total = token_lp.sum(1)
-                if length_normalize:
-                    total = total / mask.sum(1).clamp(min=1)
-                scores[b, start: start + len(seqs)] = total.cpu()
+        kv_clips = self.cross_kv(self.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
+        prompts = qa_prompt_ids(tok, questions, limit)
+        answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
+        order = sorted(range(len(answers)), key=lambda k: len(answers[k]))  # chunks of similar length pad little
+        scores = torch.empty(len(questions), len(candidates))
+
+        def expand(kv: list[KV], rows: int) -> list[KV]:
+            return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
+
+        for c, clip_questions in by_clip.items():
+            kv_clip = [(k[c: c + 1], v[c: c + 1]) for k, v in kv_clips]
+            for g0 in range(0, len(clip_questions), batch_size):
+                group = clip_questions[g0: g0 + batch_size]
+                ids, valid = _left_pad([prompts[q] for q in group], tok.pad_id, self.device)
+                logits, cache = self.text.forward_generative(ids, expand(kv_clip, len(group)), None, valid)
+                first_lp = logits[:, -1].float().log_softmax(-1)  # next-token log-probs after each prompt
+                rows = [(g, k) for g in range(len(group)) for k in order]
+                for r0 in range(0, len(rows), batch_size):
+                    chunk = rows[r0: r0 + batch_size]
+                    seqs = [answers[k][: limit - len(prompts[group[g]])] for g, k in chunk]
+                    g_idx = torch.tensor([g for g, _ in chunk], device=self.device)
+                    total = torch.zeros(len(chunk), device=self.device)
+                    has_first = torch.tensor([len(s) > 0 for s in seqs], device=self.device)
+                    first_tok = torch.tensor([s[0] if s else 0 for s in seqs], device=self.device)
+                    total += first_lp[g_idx, first_tok] * has_first
+                    n = max(len(s) for s in seqs) - 1
+                    if n > 0:  # feed every token but the last; each predicts the next one
+                        feed = torch.full((len(chunk), n), tok.pad_id, dtype=torch.long)
+                        target = torch.zeros(len(chunk), n, dtype=torch.long)
+                        real = torch.zeros(len(chunk), n, dtype=torch.bool)
+                        for i, s in enumerate(seqs):
+                            if len(s) > 1:
+                                feed[i, : len(s) - 1] = torch.tensor(s[:-1])
+                                target[i, : len(s) - 1] = torch.tensor(s[1:])
+                                real[i, : len(s) - 1] = True
+                        feed, target, real = feed.to(self.device), target.to(self.device), real.to(self.device)
+                        step_logits, _ = self.text.forward_generative(
+                            feed, expand(kv_clip, len(chunk)), cache.select(g_idx), real)
+                        lp = step_logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
+                        total += (lp * real).sum(1)
+                    if length_normalize:
+                        total = total / torch.tensor([max(len(s), 1) for s in seqs], device=self.device)
+                    q_rows = [group[g] for g, _ in chunk]
+                    scores[q_rows, [k for _, k in chunk]] = total.cpu()
         return scores
 
 

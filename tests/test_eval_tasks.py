@@ -1,0 +1,133 @@
+"""QATask / rank protocol internals: each clip encoded once, scores equal a direct computation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import mammut_video as mv
+from mammut_video.data import AnnotationError
+from mammut_video.data.records import QARecord, question_type
+from mammut_video.eval.tasks import CaptionTask, QATask
+
+LONG_QUESTION = " ".join(["what does the person holding the red umbrella near the old station do"] * 3) + "?"
+CANDIDATES = ["run", "playing guitar", "red", "", "two", " ".join(["very"] * 20) + " long"]
+
+
+@pytest.fixture(scope="module")
+def tiny() -> mv.MammutVideo:
+    torch.manual_seed(0)
+    return mv.create_model("mammut-video-tiny", num_frames=4).eval()
+
+
+def _split(questions: list[tuple[str, str]]) -> SimpleNamespace:
+    """Questions (clip name, question) as a QASplit-shaped object."""
+    records = [QARecord(video=Path(f"/clips/{clip}.mp4"), question=q, answer="run", question_id=i,
+                        question_type=question_type(q), video_id=clip) for i, (clip, q) in enumerate(questions)]
+    return SimpleNamespace(records=records, missing_videos=[], annotation_file=Path("/ann/test_qa.json"))
+
+
+QUESTIONS = [("a", "what is he doing?"), ("a", "what colour is the car?"), ("b", "how many people are there?"),
+             ("a", LONG_QUESTION), ("b", "who is playing?"), ("a", "where is the dog?"), ("b", "what is it?")]
+
+
+CLIP_INDEX = [0, 0, 1, 0, 1, 0, 1]  # QUESTIONS' clips
+
+
+@pytest.fixture(scope="module")
+def direct(tiny) -> dict:
+    """Reference scores: one full generative pass per (question, candidate), the clip encoded per question."""
+    from mammut_video.text import qa_prompt_ids
+
+    torch.manual_seed(1)
+    video = torch.randn(2, 3, 4, 112, 112)
+    questions = [q for _, q in QUESTIONS]
+    tok, limit = tiny.tokenizer, tiny.config.text.context_length
+    total = torch.empty(len(questions), len(CANDIDATES))
+    count = torch.empty(len(questions), len(CANDIDATES))
+    with torch.inference_mode():
+        for q, (c, prompt) in enumerate(zip(CLIP_INDEX, qa_prompt_ids(tok, questions, limit))):
+            kv = tiny.cross_kv(tiny.visual.forward_tokens(video[c: c + 1]))
+            for k, cand in enumerate(CANDIDATES):
+                seq = (prompt + tok.encode(cand) + [tok.eot_id])[:limit]
+                ids = torch.tensor([seq])
+                logits, _ = tiny.text.forward_generative(ids, kv)
+                lp = logits[0, :-1].float().log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0][len(prompt) - 1:]
+                total[q, k], count[q, k] = lp.sum(), len(lp)
+    return {"video": video, "questions": questions, "scores": total, "normalized": total / count}
+
+
+@pytest.mark.parametrize("batch_size", [3, 64])
+def test_rank_answers_with_shared_clips_equals_direct_scores(tiny, direct, batch_size) -> None:
+    video, questions = direct["video"], direct["questions"]
+    with torch.inference_mode():
+        ours = tiny.rank_answers(video, questions, CANDIDATES, batch_size=batch_size, clip_index=CLIP_INDEX)
+        normed = tiny.rank_answers(video, questions, CANDIDATES, batch_size=batch_size, clip_index=CLIP_INDEX,
+                                   length_normalize=True)
+    assert ours.shape == (len(questions), len(CANDIDATES))
+    torch.testing.assert_close(ours, direct["scores"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(normed, direct["normalized"], atol=1e-5, rtol=1e-5)
+
+
+def test_rank_encodes_each_clip_once(tiny, direct, monkeypatch) -> None:
+    """2 clips, 7 questions: the encoder sees 2 rows in one call, cross K/V are made for 2 rows."""
+    encoder_inputs: list[tuple] = []
+    cross_rows: list[int] = []
+    forward_tokens, cross_kv = tiny.visual.forward_tokens, tiny.cross_kv
+
+    def counting_forward_tokens(x: torch.Tensor) -> torch.Tensor:
+        encoder_inputs.append(tuple(x.shape))
+        return forward_tokens(x)
+
+    def counting_cross_kv(tokens: torch.Tensor):
+        cross_rows.append(tokens.shape[0])
+        return cross_kv(tokens)
+
+    monkeypatch.setattr(tiny.visual, "forward_tokens", counting_forward_tokens)
+    monkeypatch.setattr(tiny, "cross_kv", counting_cross_kv)
+    task = QATask(_split(QUESTIONS), "rank", CANDIDATES, rank_batch=4)
+    units = task.units()
+    assert [u.video_id for u in units] == ["a", "b"]
+    with torch.inference_mode():
+        records = task.predict(tiny, direct["video"], units)
+    assert encoder_inputs == [(2, 3, 4, 112, 112)]
+    assert sum(cross_rows) == 2
+    # the picks are the argmax of the direct per-question scores
+    assert task.candidates == CANDIDATES
+    assert [r["question_id"] for r in records] == [int(k) for u in units for k in u.keys]
+    ref = direct["scores"][[r["question_id"] for r in records]]
+    assert [r["prediction"] for r in records] == [CANDIDATES[b] for b in ref.argmax(-1).tolist()]
+    torch.testing.assert_close(torch.tensor([r["score"] for r in records]), ref.max(-1).values,
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_rank_answers_checks_its_arguments(tiny) -> None:
+    video = torch.randn(2, 3, 4, 112, 112)
+    with pytest.raises(ValueError, match="clip indices"):
+        tiny.rank_answers(video, ["what?"], ["a"], clip_index=[0, 1])
+    with pytest.raises(ValueError, match="outside the 2 clips"):
+        tiny.rank_answers(video, ["what?"], ["a"], clip_index=[2])
+    with pytest.raises(ValueError, match="batch_size"):
+        tiny.rank_answers(video, ["what?", "who?"], ["a"], batch_size=0)
+
+
+def test_limit_zero_is_not_everything() -> None:
+    split = _split(QUESTIONS)
+    assert len(QATask(split, limit=3).records) == 3
+    assert len(QATask(split, limit=None).records) == len(QUESTIONS)
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        QATask(split, limit=0)
+    captions = SimpleNamespace(records=[SimpleNamespace(video=Path("/v.mp4"), video_id="v", captions=["x"],
+                                                        start=None, end=None)], missing_videos=[])
+    with pytest.raises(ValueError, match="limit must be at least 1"):
+        CaptionTask(captions, limit=0)
+
+
+def test_duplicate_question_ids_name_the_id_and_both_records() -> None:
+    split = _split(QUESTIONS[:3])
+    split.records[2].question_id = "0"  # "0" and 0 are the same prediction key
+    with pytest.raises(AnnotationError, match=r"test_qa.json: question id '0' is used by records 0 and 2"):
+        QATask(split)
