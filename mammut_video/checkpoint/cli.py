@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from mammut_video.argtypes import positive_int
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -31,13 +33,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="build this preset instead of inferring the size from the weights "
                         "(mammut-video-tiny, mammut-video-B-16, mammut-video-L-14); an error if it does not match")
-    p.add_argument("--vision-heads", type=_positive, default=None, metavar="N",
+    p.add_argument("--vision-heads", type=positive_int, default=None, metavar="N",
                    help="attention heads of the ViT (not stored in the weights). Default: open_clip's convention "
                         "for the width, i.e. width // 64 except ViT-H 1280 -> 16 (head_width 80), ViT-g 1408 -> 16, "
                         "ViT-bigG 1664 -> 16, ViT-e 1792 -> 16, SO400M 1152 -> 16; give it for anything else")
-    p.add_argument("--text-heads", type=_positive, default=None, metavar="N",
+    p.add_argument("--text-heads", type=positive_int, default=None, metavar="N",
                    help="openmammut only: attention heads of the text decoder (default: width // 64)")
-    p.add_argument("--cross-attn-ratio", type=_positive, default=None, metavar="N",
+    p.add_argument("--cross-attn-ratio", type=positive_int, default=None, metavar="N",
                    help="openmammut only: one cross-attention block every N decoder layers; needed only when "
                         "the weights leave it ambiguous (then the error says so)")
     p.add_argument("--text-pooling", choices=["avg_all", "avg"], default=None,
@@ -65,13 +67,6 @@ def add_parser(subparsers: Any) -> None:
     )
     q.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (written by save_pretrained / convert)")
     q.set_defaults(func=run_info)
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 # options that only some sources take: option -> (importer keyword, sources)

@@ -10,6 +10,8 @@ import argparse
 import sys
 import textwrap
 
+from mammut_video.argtypes import non_negative_int, positive_int
+
 TASK_NAMES = ("msrvtt-qa", "msvd-qa", "msrvtt-caption", "msvd-caption", "msrvtt-retrieval")
 
 _DATA = {
@@ -51,28 +53,6 @@ _OUTPUT = ("Writes to --out: predictions.jsonl (one line per item, appended as i
            "under other settings) and metrics.json (metrics, those settings with absolute paths, counts, "
            "failed videos). Run under `torchrun --nproc_per_node N -m mammut_video eval ...` to shard the "
            "items over N processes; the metrics equal a one-process run.")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: a whole number >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def device_name(text: str) -> str:
