@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,23 @@ def read_jsonl(path: Path) -> list[Any]:
     return out
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn the errors of reading ``path`` as text (encoding, CSV syntax, I/O) into AnnotationError."""
     try:
-        return _read_csv(path)
+        yield
     except UnicodeDecodeError as err:
         raise AnnotationError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
     except csv.Error as err:
         raise AnnotationError(path, f"malformed CSV: {err}") from None
     except OSError as err:
         raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
+    with _reading(path):
+        return _read_csv(path)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -87,7 +95,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def read_records(path: Path) -> list[Any]:
     """JSON array, JSONL or CSV by extension (``.json`` holding one object per line is read as JSONL)."""
     suffix = path.suffix.lower()
-    try:
+    with _reading(path):
         if suffix in (".jsonl", ".ndjson"):
             return read_jsonl(path)
         if suffix in (".csv", ".tsv"):
@@ -100,12 +108,6 @@ def read_records(path: Path) -> list[Any]:
                 if first == "{" and _looks_like_jsonl(path):
                     return read_jsonl(path)
                 raise
-    except UnicodeDecodeError as err:
-        raise AnnotationError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except csv.Error as err:
-        raise AnnotationError(path, f"malformed CSV: {err}") from None
-    except OSError as err:
-        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
     raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl or .csv)")
 
 
