@@ -34,13 +34,18 @@ def test_roundtrip_gives_identical_outputs(tiny, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_sentencepiece_tokenizer_travels_with_the_checkpoint(tiny, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(f"a person is cooking dish number {i} in a kitchen" for i in range(200)))
+def _train_sentencepiece(tmp_path, lines: list[str], vocab_size: int) -> None:
+    """Train tmp_path/sp.model on ``lines`` (ids: pad 0, unk 1, bos 2, eos 3)."""
     import sentencepiece as spm
 
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=40,
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=vocab_size,
                                    pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2)
+
+
+def test_sentencepiece_tokenizer_travels_with_the_checkpoint(tiny, tmp_path):
+    _train_sentencepiece(tmp_path, [f"a person is cooking dish number {i} in a kitchen" for i in range(200)], 40)
     model = mv.create_model("mammut-video-tiny", tokenizer={"type": "sentencepiece",
                                                             "model_file": str(tmp_path / "sp.model")})
     model.save_pretrained(str(tmp_path / "ckpt"))
@@ -126,12 +131,7 @@ def test_save_replaces_a_checkpoint_and_fills_an_empty_directory(tiny, tmp_path)
     save_pretrained(other, tmp_path / "empty")  # a checkpoint is replaced (atomically)
     assert torch.equal(load_model(tmp_path / "empty").visual.proj, other.visual.proj)
     # a SentencePiece checkpoint owns its tokenizer file too
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n".join(f"a dog number {i} runs" for i in range(100)))
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "sp"), vocab_size=30,
-                                   pad_id=0, unk_id=1, bos_id=2, eos_id=3, minloglevel=2)
+    _train_sentencepiece(tmp_path, [f"a dog number {i} runs" for i in range(100)], 30)
     sp = mv.create_model("mammut-video-tiny", tokenizer={"type": "sentencepiece",
                                                          "model_file": str(tmp_path / "sp.model")})
     sp.save_pretrained(str(tmp_path / "sp_ckpt"))
