@@ -166,3 +166,21 @@ def test_every_tube_token_takes_its_centre_position(tiny):
                                                msg=f"tube {spec.name} token {(it, ih, iw)}")
                     row += 1
     assert row == n == 131
+
+
+def test_an_image_batch_is_taken_as_one_frame_clips():
+    torch.manual_seed(3)
+    model = create_model("mammut-video-tiny").eval()
+    images = torch.randn(2, 3, 112, 112)
+    ids = model.tokenizer(["a red square", "two circles"])
+    with torch.inference_mode():
+        as_images, as_clips = model.encode_video(images), model.encode_video(images[:, :, None])
+        logits_images = model(images, ids)["logits"]
+        logits_clips = model(images[:, :, None], ids)["logits"]
+        captions = model.caption(images, max_new_tokens=3)
+    assert as_images.tokens.shape == (2, 50, 192)
+    assert torch.equal(as_images.tokens, as_clips.tokens) and torch.equal(as_images.embedding, as_clips.embedding)
+    assert torch.equal(logits_images, logits_clips)
+    assert captions == model.caption(images[:, :, None], max_new_tokens=3)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        model.encode_video(torch.randn(3, 112, 112))

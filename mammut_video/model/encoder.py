@@ -48,7 +48,7 @@ def create_trunk(cfg: VisionConfig) -> nn.Module:
 
 
 class VideoEncoder(nn.Module):
-    """(B, C, T, H, W) float clip -> visual tokens (B, 1 + N, D) and embedding (B, E)."""
+    """(B, C, T, H, W) float clip (or (B, C, H, W) images) -> visual tokens (B, 1 + N, D) and embedding (B, E)."""
 
     def __init__(self, cfg: VisionConfig, embed_dim: int) -> None:
         super().__init__()
@@ -135,9 +135,14 @@ class VideoEncoder(nn.Module):
         return trunk.pos_drop(torch.cat([cls, tokens], dim=1))
 
     def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) -> visual tokens (B, 1 + N, D) after the blocks, before ``ln_post``."""
+        """(B, C, T, H, W) -> visual tokens (B, 1 + N, D) after the blocks, before ``ln_post``.
+
+        An image batch (B, C, H, W) is taken as clips of one frame (T = 1): exactly the pretrained ViT.
+        """
+        if x.ndim == 4:
+            x = x[:, :, None]
         if x.ndim != 5:
-            raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")
+            raise ValueError(f"expected a clip batch (B, C, T, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
         _, _, t, h, w = x.shape
         tokens = self.add_positions(self.tokenize(x), t, h, w)
         tokens = self.trunk.patch_drop(tokens)

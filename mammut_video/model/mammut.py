@@ -97,7 +97,8 @@ class MammutVideo(nn.Module):
 
     # ----------------------------------------------------------------- encoders
     def encode_video(self, video: torch.Tensor, normalize: bool = False) -> VideoOutput:
-        """video (B, C, T, H, W) -> VideoOutput(tokens (B, N, Dv), embedding (B, E), L2-normalised if asked)."""
+        """video (B, C, T, H, W) or images (B, C, H, W) -> VideoOutput(tokens (B, N, Dv), embedding (B, E),
+        L2-normalised if asked). Every method taking ``video`` also takes images (one-frame clips)."""
         tokens, embedding = self.visual(video)
         if normalize:
             embedding = F.normalize(embedding, dim=-1)
