@@ -14,7 +14,7 @@ import torch
 from mammut_video.model.decoder import KV, DecoderCache, TextDecoder
 
 
-def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts -> ids (B, L) left-padded and valid mask (B, L)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (e.g. the start-of-text id)")
@@ -87,7 +87,7 @@ def generate(
     cross_kv: per cross block (B, H, N, hd) K/V for the B prompts' clips. Greedy when ``num_beams``
     is 1; otherwise beam search that ranks finished hypotheses by ``sum log p / len ** length_penalty``.
     """
-    ids, valid = _left_pad(prompts, pad_id, cross_kv[0][0].device)
+    ids, valid = left_pad(prompts, pad_id, cross_kv[0][0].device)
     steps = _max_new(decoder, ids.shape[1], max_new_tokens)
     if num_beams <= 1:
         return _greedy(_Stepper(decoder, cross_kv, use_cache), ids, valid, eos_id, pad_id, steps)

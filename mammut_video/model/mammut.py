@@ -188,7 +188,7 @@ class MammutVideo(nn.Module):
         cache is reused by every candidate, which then only feeds its own tokens. Prompts and
         (question, candidate) rows are processed ``batch_size`` at a time.
         """
-        from mammut_video.model.generation import _left_pad
+        from mammut_video.model.generation import left_pad
         from mammut_video.text.prompts import qa_prompt_ids
 
         if batch_size < 1:
@@ -223,7 +223,7 @@ class MammutVideo(nn.Module):
             kv_clip = [(k[c: c + 1], v[c: c + 1]) for k, v in kv_clips]
             for g0 in range(0, len(clip_questions), batch_size):
                 group = clip_questions[g0: g0 + batch_size]
-                ids, valid = _left_pad([prompts[q] for q in group], tok.pad_id, self.device)
+                ids, valid = left_pad([prompts[q] for q in group], tok.pad_id, self.device)
                 logits, cache = self.text.forward_generative(ids, expand(kv_clip, len(group)), None, valid)
                 first_lp = logits[:, -1].float().log_softmax(-1)  # next-token log-probs after each prompt
                 rows = [(g, k) for g in range(len(group)) for k in order]
