@@ -54,7 +54,8 @@ def _count(state_dict: StateDict, pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def _check_heads(width: int, heads: int, what: str, source: str) -> None:
+def check_heads(width: int, heads: int, what: str, source: str) -> None:
+    """Raise :class:`CheckpointError` unless ``heads`` divides ``width``."""
     if heads < 1 or width % heads:
         raise CheckpointError(f"{source}: {what} width {width} is not divisible by {heads} attention heads")
 
@@ -80,7 +81,6 @@ class VisionArch:
     def timm_spec(self) -> tuple[str, dict]:
         """(timm model name, kwargs) that build this body with random weights."""
         base = "vit_base_patch16_clip_224" if self.pre_norm else "vit_base_patch16_224"
-        _check_heads(self.width, self.heads, "vision", "weights")
         kwargs = {
             "embed_dim": self.width, "depth": self.depth, "num_heads": self.heads,
             "patch_size": self.patch_size, "img_size": self.image_size, "mlp_ratio": self.mlp_ratio,

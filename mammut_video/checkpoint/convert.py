@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from mammut_video.checkpoint.arch import (
-    TEXT_HEAD_WIDTH, Arch, TextArch, clip_vision_arch, default_heads, mammut_text_arch, require,
+    TEXT_HEAD_WIDTH, Arch, TextArch, check_heads, clip_vision_arch, default_heads, mammut_text_arch, require,
     timm_vision_arch)
 from mammut_video.checkpoint.files import CheckpointError, StateDict, read_state_dict
 from mammut_video.checkpoint.pretrained import now_utc
@@ -167,8 +167,7 @@ def _fresh_heads(width: int) -> int:
 def _text_config(t: TextArch, source: str):
     from mammut_video.model.config import TextConfig
 
-    if t.width % t.heads:
-        raise CheckpointError(f"{source}: text width {t.width} is not divisible by {t.heads} attention heads")
+    check_heads(t.width, t.heads, "text", source)
     return TextConfig(vocab_size=t.vocab_size, context_length=t.context_length, width=t.width, heads=t.heads,
                       layers=t.layers, mlp_ratio=t.mlp_ratio, cross_attn_ratio=t.cross_attn_ratio,
                       has_mlp=t.has_mlp, act="quick_gelu" if t.quick_gelu else "gelu",
@@ -182,8 +181,7 @@ def _inferred_config(arch: Arch, kind: str, source: str = "weights"):
 
     base = get_preset("mammut-video-B-16")
     v = arch.vision
-    if v.width % v.heads:
-        raise CheckpointError(f"{source}: vision width {v.width} is not divisible by {v.heads} attention heads")
+    check_heads(v.width, v.heads, "vision", source)
     timm_model, timm_kwargs = v.timm_spec()
     clip_like = kind != "timm"
     vision = VisionConfig(
