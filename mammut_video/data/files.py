@@ -30,12 +30,8 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def read_json(path: Path) -> Any:
-    try:
+    with reading_errors(path):
         text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise AnnotationError(path, f"not UTF-8 text ({err})") from None
-    except OSError as err:
-        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -59,7 +55,7 @@ def read_jsonl(path: Path) -> list[Any]:
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def reading_errors(path: Path) -> Iterator[None]:
     """Turn the errors of reading ``path`` as text (encoding, CSV syntax, I/O) into AnnotationError."""
     try:
         yield
@@ -73,7 +69,7 @@ def _reading(path: Path) -> Iterator[None]:
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
-    with _reading(path):
+    with reading_errors(path):
         return _read_csv(path)
 
 
@@ -95,7 +91,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 def read_records(path: Path) -> list[Any]:
     """JSON array, JSONL or CSV by extension (``.json`` holding one object per line is read as JSONL)."""
     suffix = path.suffix.lower()
-    with _reading(path):
+    with reading_errors(path):
         if suffix in (".jsonl", ".ndjson"):
             return read_jsonl(path)
         if suffix in (".csv", ".tsv"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError
+from mammut_video.data.files import AnnotationError, reading_errors
 
 MAPPING_FILE = "youtube_mapping.txt"
 # captioning split by vid number (Venugopalan et al. 2015); MSVD-QA uses its own json files
@@ -16,12 +16,8 @@ _VID = re.compile(r"vid(\d+)")
 def read_youtube_mapping(path: Path) -> dict[int, str]:
     """``youtube_mapping.txt`` -> {vid number: YouTube clip name} (``-4wsuPCjDBc_5_15 vid1`` -> {1: ...})."""
     mapping: dict[int, str] = {}
-    try:
+    with reading_errors(path):
         lines = path.read_text(encoding="utf-8").split("\n")
-    except UnicodeDecodeError as err:
-        raise AnnotationError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue

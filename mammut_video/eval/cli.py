@@ -10,7 +10,7 @@ import argparse
 import sys
 import textwrap
 
-from mammut_video.argtypes import non_negative_int, positive_int
+from mammut_video.argtypes import device_name, non_negative_int, positive_int
 
 TASK_NAMES = ("msrvtt-qa", "msvd-qa", "msrvtt-caption", "msvd-caption", "msrvtt-retrieval")
 
@@ -53,15 +53,6 @@ _OUTPUT = ("Writes to --out: predictions.jsonl (one line per item, appended as i
            "under other settings) and metrics.json (metrics, those settings with absolute paths, counts, "
            "failed videos). Run under `torchrun --nproc_per_node N -m mammut_video eval ...` to shard the "
            "items over N processes; the metrics equal a one-process run.")
-
-
-def device_name(text: str) -> str:
-    """argparse type: cpu, cuda or cuda:N."""
-    import re
-
-    if re.fullmatch(r"cpu|cuda(:\d+)?", text) is None:
-        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
-    return text
 
 
 class TaskParser(argparse.ArgumentParser):

@@ -7,12 +7,13 @@ a barrier rank 0 merges them and computes the metrics, so the result equals a on
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
+
+from mammut_video.argtypes import DEVICE_PATTERN
 
 T = TypeVar("T")
 
@@ -59,7 +60,7 @@ def init_distributed(device: str | None = None) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is not None and re.fullmatch(r"cpu|cuda(:\d+)?", device) is None:
+    if device is not None and DEVICE_PATTERN.fullmatch(device) is None:
         raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
