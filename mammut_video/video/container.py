@@ -16,7 +16,8 @@ with PyAV without demuxing (decord path: ~1-3 ms per real clip, 1-3 % of a 32-fr
   When every listed frame is there, nothing else is checked;
 - a declared duration of the video stream (mp4/mov/AVI stream header, the Matroska/WebM
   track's DURATION tag, or the segment duration when the file has no other stream): the
-  last readable frame must end no more than max(0.5 s, 20 %) before it ("truncated");
+  last readable frame must end no more than max(0.5 s, 20 %) before it ("truncated", or
+  "corrupt" when the file has a hole as described next: a demuxer may stop at damage);
 - Matroska/WebM and AVI demuxers resynchronise past damaged bytes: when the timestamps
   show a gap (a step over 1.5x the median frame step) or fewer frames than duration x
   rate, every stream is demuxed with PyAV and a run of >= 4 KiB (and >= 0.1 % of the file,
@@ -262,6 +263,11 @@ def check_complete(path: str, backend: str, declared: Declared, num_frames: int,
     duration = declared.duration
     if duration is not None and end is not None:
         if end < duration - max(_END_SLACK_S, _END_SLACK_FRACTION * duration):
+            # a demuxer may also stop at damage mid-file (decord's index of a bit-flipped
+            # mkv can end there): a hole means corrupt, not cut
+            error = hole_error() if declared.resyncs else None
+            if error is not None:
+                raise error
             raise VideoDecodeError(path, f"{backend}: truncated file: {declared.duration_source} "
                                          f"declares {duration:.2f} s of video, the readable "
                                          f"frames end at {end:.2f} s")
