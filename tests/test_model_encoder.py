@@ -184,3 +184,16 @@ def test_an_image_batch_is_taken_as_one_frame_clips():
     assert captions == model.caption(images[:, :, None], max_new_tokens=3)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         model.encode_video(torch.randn(3, 112, 112))
+
+
+def test_per_frame_baseline_is_each_frame_through_the_image_vit(tiny):
+    # the benchmark's baseline: frame k's tokens are the plain ViT output for frame k, in order
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 3, 112, 112)
+    with torch.inference_mode():
+        out = tiny.visual.forward_per_frame(x)
+        frames = [tiny.visual.trunk.forward_features(x[:, :, k]) for k in range(3)]
+    n = frames[0].shape[1]
+    assert out.shape == (2, 3 * n, frames[0].shape[-1])
+    for k, ref in enumerate(frames):
+        torch.testing.assert_close(out[:, k * n:(k + 1) * n], ref)

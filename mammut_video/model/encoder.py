@@ -21,6 +21,7 @@ without a learned absolute position table.
 from __future__ import annotations
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from mammut_video.model.config import IMAGE_TUBE, TubeSpec, VisionConfig
@@ -106,12 +107,12 @@ class VideoEncoder(nn.Module):
             (ot, oh, ow), (nt, nh, nw) = spec.offset, spec.grid(t, h, w)
             if spec.name == IMAGE_TUBE:
                 frames = x[:, :, ot::spec.stride[0]][:, :, :nt]  # (B, C, nt, H, W)
-                frames = frames.transpose(1, 2).flatten(0, 1)[:, :, oh:, ow:]
-                y = self.trunk.patch_embed.proj(frames)[:, :, :nh, :nw]  # (B*nt, D, nh, nw)
-                y = y.reshape(b, nt, -1, nh * nw).transpose(2, 3).reshape(b, nt * nh * nw, -1)
+                frames = rearrange(frames, "b c t h w -> (b t) c h w")[:, :, oh:, ow:]
+                y = self.trunk.patch_embed.proj(frames)[:, :, :nh, :nw]
+                y = rearrange(y, "(b t) d h w -> b (t h w) d", b=b)
             else:
                 y = self.tubes[spec.name](x[:, :, ot:, oh:, ow:])[:, :, :nt, :nh, :nw]
-                y = y.flatten(2).transpose(1, 2)
+                y = rearrange(y, "b d t h w -> b (t h w) d")
             out.append(y)
         tokens = torch.cat(out, dim=1)
         return self.trunk.patch_embed.norm(tokens)
@@ -160,7 +161,5 @@ class VideoEncoder(nn.Module):
 
     def forward_per_frame(self, x: torch.Tensor) -> torch.Tensor:
         """Baseline: every frame separately through the image ViT. (B, C, T, H, W) -> (B, T * (1 + HW/P^2), D)."""
-        b, _, t = x.shape[:3]
-        frames = x.transpose(1, 2).flatten(0, 1)
-        feats = self.trunk.forward_features(frames)
-        return feats.reshape(b, t * feats.shape[1], -1)
+        feats = self.trunk.forward_features(rearrange(x, "b c t h w -> (b t) c h w"))
+        return rearrange(feats, "(b t) n d -> b (t n) d", b=x.shape[0])
