@@ -131,7 +131,8 @@ def test_torchrun_two_processes_equal_one(setup: dict, tmp_path: Path) -> None:
     assert _eval(setup, "msrvtt-qa", "msrvtt", one) == 0
     torchrun = Path(sys.executable).parent / "torchrun"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29533", "-m", "mammut_video", "eval",
+    # --standalone: a free port, so a busy 29500 (or a parallel run) cannot fail the test
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", "eval",
            "msrvtt-qa", "--data-root", str(setup["msrvtt"]), "--checkpoint", str(setup["ckpt"]), "--out", str(two),
            "--workers", "0", "--batch-size", "1", "--device", "cpu", "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
