@@ -183,12 +183,13 @@ def run_command(args: argparse.Namespace) -> int:
     from mammut_video.data import AnnotationError, DatasetNotFoundError
     from mammut_video.eval.caption_metrics import CaptionMetricsError
     from mammut_video.eval.command import EvalError, evaluate
+    from mammut_video.eval.distributed import MainRankError
     from mammut_video.eval.predictions import PredictionFileError
 
     try:
         return evaluate(args)
     except (EvalError, DatasetNotFoundError, AnnotationError, PredictionFileError, CheckpointError,
-            CaptionMetricsError) as err:
+            CaptionMetricsError, MainRankError) as err:
         print(f"mammut-video eval: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,12 +2,15 @@
 
 Each rank evaluates the items ``rank::world_size`` and writes its own predictions file; after
 a barrier rank 0 merges them and computes the metrics, so the result equals a one-process run.
+Work done by rank 0 alone goes through :meth:`DistContext.on_main`, so that when it fails every
+rank stops with its message instead of waiting at a barrier (NCCL) or dying on a closed socket
+(gloo).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -16,6 +19,10 @@ import torch
 from mammut_video.argtypes import DEVICE_PATTERN
 
 T = TypeVar("T")
+
+
+class MainRankError(RuntimeError):
+    """Raised on the other ranks when work that rank 0 does alone failed (the message says why)."""
 
 
 @dataclass
@@ -44,6 +51,27 @@ class DistContext:
                 torch.distributed.barrier(device_ids=[self.device.index])
             else:
                 torch.distributed.barrier()
+
+    def on_main(self, work: Callable[[], T]) -> T | None:
+        """Run ``work`` on rank 0 only and return its result there (None elsewhere).
+
+        Every rank returns together (it is also a barrier). When ``work`` raises, rank 0
+        re-raises its exception and every other rank raises :class:`MainRankError` naming it.
+        """
+        result, error = None, None
+        if self.is_main:
+            try:
+                result = work()
+            except Exception as err:  # re-raised below, after telling the other ranks
+                error = err
+        if self.distributed:
+            outcome = [None if error is None else f"{type(error).__name__}: {error}"]
+            torch.distributed.broadcast_object_list(outcome, src=0)
+            if not self.is_main and outcome[0] is not None:
+                raise MainRankError(f"rank {self.rank} stopped: rank 0 failed ({outcome[0]})")
+        if error is not None:
+            raise error
+        return result
 
     def close(self) -> None:
         if self.distributed and torch.distributed.is_initialized():

@@ -115,7 +115,8 @@ def run_eval(task: EvalTask, model: Any, ctx: DistContext, opts: EvalOptions, ma
     if opts.resume and opts.settings is not None:
         checked = check_resume_settings(out_dir, opts.settings)
     ctx.barrier()
-    if ctx.is_main:
+
+    def prepare() -> None:
         if opts.overwrite:
             remove_predictions(out_dir)
         if not checked:
@@ -123,7 +124,8 @@ def run_eval(task: EvalTask, model: Any, ctx: DistContext, opts: EvalOptions, ma
                   "its predictions were made with the same checkpoint and settings", file=sys.stderr)
         if opts.settings is not None:
             write_settings(out_dir, opts.settings)
-    ctx.barrier()
+
+    ctx.on_main(prepare)
 
     units = task.units()
     order = [k for u in units for k in u.keys]
@@ -168,11 +170,12 @@ def run_eval(task: EvalTask, model: Any, ctx: DistContext, opts: EvalOptions, ma
     ctx.barrier()
 
     evaluated_all = sum(_gather([evaluated], ctx))
-    metrics, merged = None, {}
-    if ctx.is_main:
+
+    def score() -> tuple[dict, dict[str, dict]]:
         merged = merge_predictions(out_dir, task.key, order)
-        metrics = task.score(model, merged)
-    ctx.barrier()
+        return task.score(model, merged), merged
+
+    metrics, merged = ctx.on_main(score) or (None, {})
     return EvalRun(metrics, len(order), resumed, evaluated_all, merged, seconds)
 
 
