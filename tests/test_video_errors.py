@@ -19,6 +19,7 @@ import pytest
 
 import mammut_video as mv
 from mammut_video.video import moving_pattern, write_clip
+from mammut_video.video.container import Declared, check_complete
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ["auto", "decord", "pyav"]
@@ -201,27 +202,24 @@ def test_error_pickles_with_path_and_cause():
     assert (err.path, err.cause, str(err)) == ("x.mp4", "boom", "cannot decode video 'x.mp4': boom")
 
 
+# the bad files' source clip as a resyncing container (mkv, AVI) with no frame count declares it
+TWO_SECONDS_AT_24 = Declared(frames=0, duration=2.0, duration_source="the track's DURATION tag",
+                             rate=24.0, resyncs=True)
+
+
 @pytest.mark.parametrize("ext", ["mkv", "avi"])
 def test_damage_that_stops_the_index_early_is_called_corrupt(bad_files, ext):
     # CI saw decord index a bit-flipped mkv only up to the damage (8 frames ending at 0.33 s
     # of 2 s; the muxer's output varies from run to run), and the short end was reported as
     # "truncated" although the file is whole and has a hole in the middle
-    from mammut_video.video.container import Declared, check_complete
-
     path = str(bad_files[f"bit_flipped_{ext}"])
-    declared = Declared(frames=0, duration=2.0, duration_source="the track's DURATION tag",
-                        rate=24.0, resyncs=True)
     times = np.arange(8) / 24
     with pytest.raises(mv.VideoDecodeError, match="corrupt file") as err:
-        check_complete(path, "decord", declared, 8, times, 8 / 24)
+        check_complete(path, "decord", TWO_SECONDS_AT_24, 8, times, 8 / 24)
     assert "truncated" not in err.value.cause
 
 
 def test_a_cut_with_no_hole_is_still_called_truncated(bad_files):
-    from mammut_video.video.container import Declared, check_complete
-
     path = str(bad_files["truncated_mkv"])
-    declared = Declared(frames=0, duration=2.0, duration_source="the track's DURATION tag",
-                        rate=24.0, resyncs=True)
     with pytest.raises(mv.VideoDecodeError, match="truncated file"):
-        check_complete(path, "decord", declared, 24, np.arange(24) / 24, 1.0)
+        check_complete(path, "decord", TWO_SECONDS_AT_24, 24, np.arange(24) / 24, 1.0)

@@ -230,19 +230,21 @@ def check_complete(path: str, backend: str, declared: Declared, num_frames: int,
     if end is not None and not (math.isfinite(end) and abs(end) < 1e7):
         end = None
 
-    def hole_error() -> VideoDecodeError | None:
+    def raise_if_hole() -> None:
+        """Raise "corrupt" when a demuxer that resyncs skipped a run of damaged bytes."""
+        if not declared.resyncs:
+            return
         size = os.path.getsize(path)
         try:
             offset, length = _largest_hole(path)
         except pyav_errors() as e:
-            return VideoDecodeError(path, f"{backend}: corrupt file: demuxing every stream "
-                                          f"failed ({error_cause('pyav', e)})")
+            raise VideoDecodeError(path, f"{backend}: corrupt file: demuxing every stream "
+                                         f"failed ({error_cause('pyav', e)})") from e
         if length >= max(_HOLE_MIN_BYTES, min(_HOLE_CAP_BYTES, _HOLE_FILE_FRACTION * size)):
-            return VideoDecodeError(
+            raise VideoDecodeError(
                 path, f"{backend}: corrupt file: {length} bytes at offset {offset} hold no "
                       f"packet the demuxer could read (damaged data skipped; {num_frames} "
                       f"frames readable)")
-        return None
 
     listed = declared.frames
     if listed:
@@ -255,9 +257,7 @@ def check_complete(path: str, backend: str, declared: Declared, num_frames: int,
             reach = f" (they end at {end:.2f} s of {listed / rate:.2f} s)" if slots is not None else ""
             raise VideoDecodeError(path, f"{backend}: truncated or corrupt file: the header lists "
                                          f"{listed} frames, only {num_frames} are readable{reach}")
-        error = hole_error() if declared.resyncs else None
-        if error is not None:
-            raise error
+        raise_if_hole()
         return
 
     duration = declared.duration
@@ -265,9 +265,7 @@ def check_complete(path: str, backend: str, declared: Declared, num_frames: int,
         if end < duration - max(_END_SLACK_S, _END_SLACK_FRACTION * duration):
             # a demuxer may also stop at damage mid-file (decord's index of a bit-flipped
             # mkv can end there): a hole means corrupt, not cut
-            error = hole_error() if declared.resyncs else None
-            if error is not None:
-                raise error
+            raise_if_hole()
             raise VideoDecodeError(path, f"{backend}: truncated file: {declared.duration_source} "
                                          f"declares {duration:.2f} s of video, the readable "
                                          f"frames end at {end:.2f} s")
@@ -279,6 +277,4 @@ def check_complete(path: str, backend: str, declared: Declared, num_frames: int,
         typical = float(np.median(steps))
         suspect = suspect or (typical > 0 and float(steps.max()) > _GAP_FACTOR * typical)
     if suspect:
-        error = hole_error()
-        if error is not None:
-            raise error
+        raise_if_hole()
