@@ -11,7 +11,12 @@ import pytest
 import torch
 
 import mammut_video as mv
-from mammut_video.checkpoint import CheckpointError, load_model, load_state_dict_strict, save_pretrained
+from mammut_video.checkpoint import (
+    CheckpointError,
+    load_model,
+    load_state_dict_strict,
+    save_pretrained,
+)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +99,11 @@ def test_strict_load_lists_every_problem_and_loads_nothing(tiny):
 
 
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match="not a checkpoint directory"):
+    with pytest.raises(CheckpointError, match="nowhere: not found$"):
         load_model(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match="is a file, not a checkpoint directory"):
+        load_model(tmp_path / "file")
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "config.json").write_text("{}")
     with pytest.raises(CheckpointError, match="not a mammut-video checkpoint config"):
@@ -141,13 +149,13 @@ def test_save_replaces_a_checkpoint_and_fills_an_empty_directory(tiny, tmp_path)
 
 
 def test_convert_refuses_an_output_directory_with_other_files(tmp_path, capsys):
-    from mammut_video.cli import main
+    from mammut_video.commands import main
 
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "notes.txt").write_text("precious")
     (tmp_path / "vit.pth").write_bytes(b"never read: the output is checked first")
-    assert main(["convert", "--from", "timm", str(tmp_path / "vit.pth"), "--out", str(victim)]) == 1
+    assert main(["convert", "--from", "timm", str(tmp_path / "vit.pth"), "--out", str(victim)]) == 2
     err = capsys.readouterr().err
     assert "victim" in err and "notes.txt" in err and "Traceback" not in err
     assert (victim / "notes.txt").read_text() == "precious"
@@ -155,7 +163,7 @@ def test_convert_refuses_an_output_directory_with_other_files(tmp_path, capsys):
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_checkpoint_permissions_follow_the_umask(tiny, tmp_path, umask):
-    from mammut_video.checkpoint.files import atomic_write
+    from mammut_video.runtime.rundir import atomic_write
 
     old = os.umask(umask)
     try:

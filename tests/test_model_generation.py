@@ -196,3 +196,21 @@ def test_length_penalty_decides_between_short_and_long_answers():
     assert generate(fake, kv, [[sot]], length_penalty=1.0, **kwargs) == [[a]]
     # greedy ignores the penalty and takes A first
     assert generate(fake, kv, [[sot]], eos_id=eos, max_new_tokens=1, use_cache=False) == [[a]]
+
+
+def test_generation_runs_in_eval_mode_without_autograd_and_restores_the_mode() -> None:
+    # create_model returns a model in training mode; caption / answer / rank_answers must still run
+    # with dropout off and no autograd graph, and leave the mode as they found it.
+    import mammut_video as mv
+
+    torch.manual_seed(0)
+    model = mv.create_model("mammut-video-tiny")
+    assert model.training
+    seen: list[tuple[bool, bool]] = []
+    model.text.ln_final.register_forward_hook(lambda m, i, o: seen.append((m.training, torch.is_grad_enabled())))
+    video = torch.randn(1, 3, 8, 112, 112)
+    model.caption(video, max_new_tokens=2)
+    model.answer(video, "what is it?", max_new_tokens=2)  # one string is one question
+    model.rank_answers(video, ["what is it?"], ["red", "blue"])
+    assert seen and all(not training and not grad for training, grad in seen)
+    assert model.training and all(m.training for m in model.modules())

@@ -49,15 +49,23 @@ import torch
 from torch import nn
 
 from mammut_video.checkpoint.arch import (
-    TEXT_HEAD_WIDTH, Arch, TextArch, check_heads, clip_vision_arch, default_heads, mammut_text_arch, require,
-    timm_vision_arch)
+    TEXT_HEAD_WIDTH,
+    Arch,
+    TextArch,
+    check_heads,
+    clip_vision_arch,
+    default_heads,
+    mammut_text_arch,
+    require,
+    timm_vision_arch,
+)
 from mammut_video.checkpoint.files import CheckpointError, StateDict, read_state_dict
 from mammut_video.checkpoint.pretrained import now_utc
 from mammut_video.checkpoint.strict import check_state_dict
+from mammut_video.errors import MammutVideoError
+from mammut_video.video.normalization import CLIP_MEAN, CLIP_STD
 
 SOURCES = ("timm", "open_clip", "openmammut")
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # open_clip visual-tower keys that belong to the ViT body (CoCa's attentional poolers do not)
 _CLIP_BODY = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.", "transformer.")
@@ -187,8 +195,8 @@ def _inferred_config(arch: Arch, kind: str, source: str = "weights"):
     vision = VisionConfig(
         timm_model=timm_model, timm_kwargs=timm_kwargs, image_size=v.image_size, patch_size=v.patch_size,
         width=v.width, tubes=scale_tubes(b16_tubes(), v.patch_size / 16) if v.patch_size != 16 else b16_tubes(),
-        mean=OPENAI_CLIP_MEAN if clip_like else base.vision.mean,
-        std=OPENAI_CLIP_STD if clip_like else base.vision.std,
+        mean=CLIP_MEAN if clip_like else base.vision.mean,
+        std=CLIP_STD if clip_like else base.vision.std,
     )
     if arch.text is not None:
         text = _text_config(arch.text, source)
@@ -451,4 +459,9 @@ def convert(kind: str, path: str | os.PathLike, preset: str | None = None, **kwa
     """Dispatch on ``kind`` (one of :data:`SOURCES`); ``kwargs`` go to that importer."""
     if kind not in CONVERTERS:
         raise CheckpointError(f"unknown source {kind!r}; expected one of {', '.join(SOURCES)}")
-    return CONVERTERS[kind](path, preset=preset, **kwargs)
+    try:
+        return CONVERTERS[kind](path, preset=preset, **kwargs)
+    except MammutVideoError:
+        raise
+    except Exception as exc:  # a source file nobody anticipated trips over something: still one line
+        raise CheckpointError(f"{path}: cannot convert ({type(exc).__name__}: {exc})") from exc

@@ -10,37 +10,67 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from mammut_video.errors import MammutVideoError
+from mammut_video.runtime.rundir import file_mode
+
 StateDict = dict[str, torch.Tensor]
 
 _WRAPPER_KEYS = ("state_dict", "model", "module", "model_state_dict", "model_ema")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(MammutVideoError, ValueError):
     """A checkpoint or weight file that cannot be read or does not fit the model."""
 
 
 def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> StateDict:
     """Load a flat ``{name: tensor}`` dict from ``path``, unwrapped and without ``module.``."""
     path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found")
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such weight file")
+        raise CheckpointError(f"{path}: is a directory, not a weight file")
+    kind = _file_kind(path)
+    if kind is None:
+        raise CheckpointError(f"{path}: not a weight file (expected a PyTorch file saved with torch.save, "
+                              ".pth / .pt / .bin, or a .safetensors file)")
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             from safetensors.torch import load_file
 
             obj = load_file(str(path), device=str(map_location))
         else:
             obj = _torch_load(path, map_location)
     except Exception as exc:  # torch / safetensors raise many unrelated types
-        raise CheckpointError(f"{path}: cannot read weights ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path}: {_load_failure(exc)}") from exc
     return unwrap_state_dict(obj, source=str(path))
+
+
+def _file_kind(path: Path) -> str | None:
+    """"torch" (a zip archive or a legacy pickle), "safetensors", or None for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        return "safetensors"
+    return None
+
+
+def _load_failure(exc: Exception) -> str:
+    """One line saying why a weight file did not load (torch's own messages run to a dozen lines)."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:
+        return ("holds pickled Python objects besides tensors; mammut-video loads with "
+                "torch.load(weights_only=True) and never runs code from a file: re-save its state_dict "
+                "with torch.save, or as .safetensors")
+    first = text.splitlines()[0] if text else ""
+    return f"cannot read weights ({type(exc).__name__}{': ' + first[:200] if first else ''})"
 
 
 def _torch_load(path: Path, map_location: str | torch.device) -> object:
@@ -75,22 +105,9 @@ def _is_flat(obj: dict) -> bool:
     return all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
 
 
-def _umask() -> int:
-    """The process umask, read without changing it where /proc allows."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def normal_permissions(directory: Path) -> None:
     """Give the plain files in ``directory`` mode 0o666 minus the umask (some writers make them 0o600)."""
-    mode = 0o666 & ~_umask()
+    mode = file_mode()
     for path in directory.iterdir():
         if path.is_file() and not path.is_symlink():
             os.chmod(path, mode)
@@ -156,18 +173,3 @@ def check_replaceable(out_dir: Path, foreign: Callable[[Path], list[str]] | None
         raise CheckpointError(
             f"{out_dir}: exists and holds files that are not part of a mammut-video checkpoint ({shown}); "
             "refusing to replace it. Choose another directory, or move those files away")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (mode 0o666 minus the umask)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

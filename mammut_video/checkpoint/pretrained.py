@@ -26,7 +26,12 @@ import torch
 from torch import nn
 
 from mammut_video.checkpoint.files import (
-    CheckpointError, StateDict, atomic_directory, check_replaceable, normal_permissions)
+    CheckpointError,
+    StateDict,
+    atomic_directory,
+    check_replaceable,
+    normal_permissions,
+)
 from mammut_video.checkpoint.strict import load_state_dict_strict
 
 FORMAT = "mammut-video"
@@ -115,8 +120,11 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
     """Parse and validate ``path/config.json``; returns the whole document."""
     path = Path(path)
     cfg_path = path / CONFIG_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: not found")
     if not path.is_dir():
-        raise CheckpointError(f"{path}: not a checkpoint directory (expected {CONFIG_FILE} + {WEIGHTS_FILE})")
+        raise CheckpointError(f"{path}: is a file, not a checkpoint directory (expected a directory holding "
+                              f"{CONFIG_FILE} + {WEIGHTS_FILE})")
     if not cfg_path.is_file():
         raise CheckpointError(f"{cfg_path}: missing; {path} is not a mammut-video checkpoint")
     try:

@@ -39,35 +39,23 @@ file and the record; annotations or videos that cannot be found raise
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mammut_video._lazy import lazy_exports
 
 _EXPORTS = {
-    "QARecord": "records", "CaptionRecord": "records", "VideoRecord": "records", "QASplit": "records",
-    "CaptionSplit": "records", "question_type": "records", "QUESTION_TYPES": "records",
-    "AnnotationError": "files", "DatasetNotFoundError": "files",
-    "VIDEO_EXTENSIONS": "layout",
-    "load_qa": "qa", "train_answers": "qa", "find_train_annotations": "qa", "answer_list": "qa",
-    "read_qa_annotations": "qa",
-    "QA_DATASETS": "qa",
-    "load_captions": "captions", "load_retrieval_1ka": "captions", "CAPTION_DATASETS": "captions",
-    "read_youtube_mapping": "msvd",
-    "VideoFolder": "folder",
-    "ClipDataset": "clips", "collate_clips": "clips", "make_loader": "clips", "FailureLog": "clips",
-    "make_synthetic": "synthetic",
+    "QARecord": ".records", "CaptionRecord": ".records", "VideoRecord": ".records", "QASplit": ".records",
+    "CaptionSplit": ".records", "question_type": ".records", "QUESTION_TYPES": ".records",
+    "AnnotationError": ".files", "DatasetNotFoundError": ".files",
+    "VIDEO_EXTENSIONS": ".layout",
+    "load_qa": ".qa", "train_answers": ".qa", "find_train_annotations": ".qa", "answer_list": ".qa",
+    "read_qa_annotations": ".qa",
+    "QA_DATASETS": ".qa",
+    "load_captions": ".captions", "load_retrieval_1ka": ".captions", "CAPTION_DATASETS": ".captions",
+    "read_youtube_mapping": ".msvd",
+    "VideoFolder": ".folder",
+    "ClipDataset": ".clips", "collate_clips": ".clips", "make_loader": ".clips", "FailureLog": ".clips",
+    "make_synthetic": ".synthetic",
 }
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mammut_video.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mammut_video.data.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

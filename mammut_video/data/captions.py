@@ -14,10 +14,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_csv, read_json
+from mammut_video.data.files import (
+    AnnotationError,
+    DatasetNotFoundError,
+    Fields,
+    read_csv,
+    read_json,
+)
 from mammut_video.data.layout import VideoIndex, find_annotation, find_video_dir, scan
-from mammut_video.data.msvd import CAPTION_SPLITS, MAPPING_FILE, mapping_from_names, read_youtube_mapping
+from mammut_video.data.msvd import (
+    CAPTION_SPLITS,
+    MAPPING_FILE,
+    mapping_from_names,
+    read_youtube_mapping,
+)
 from mammut_video.data.records import CaptionRecord, CaptionSplit
+from mammut_video.errors import ConfigError
 
 CAPTION_DATASETS = ("msrvtt", "msvd")
 MSRVTT_SPLITS = {"train": "train", "validate": "validate", "val": "validate", "valid": "validate",
@@ -32,7 +44,7 @@ MSVD_DESCRIPTIONS = "AllVideoDescriptions.txt"
 def _root_or_error(what: str, data_root: Path | None, annotations: Path | None) -> Path:
     root = annotations if annotations is not None else data_root
     if root is None:
-        raise ValueError(f"{what}: give data_root (--data-root) or annotations (--annotations)")
+        raise ConfigError(f"{what}: give data_root (--data-root) or annotations (--annotations)")
     return root
 
 
@@ -106,13 +118,13 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
         data_root, annotations, videos: as for :func:`mammut_video.data.load_qa`.
     """
     if dataset not in CAPTION_DATASETS:
-        raise ValueError(f"unknown caption dataset {dataset!r}; expected one of {', '.join(CAPTION_DATASETS)}")
+        raise ConfigError(f"unknown caption dataset {dataset!r}; expected one of {', '.join(CAPTION_DATASETS)}")
     root = Path(data_root) if data_root is not None else None
     ann_arg = Path(annotations) if annotations is not None else None
     video_arg = Path(videos) if videos is not None else None
     if dataset == "msrvtt":
         if split.lower() not in MSRVTT_SPLITS:
-            raise ValueError(f"MSR-VTT caption split {split!r}: expected train, validate (val) or test")
+            raise ConfigError(f"MSR-VTT caption split {split!r}: expected train, validate (val) or test")
         split = MSRVTT_SPLITS[split.lower()]
         own = "test_videodatainfo.json" if split == "test" else "train_val_videodatainfo.json"
         ann = _annotation_file(f"msrvtt {split} captions", [own, *_MSRVTT_ALL], root, ann_arg)
@@ -123,7 +135,7 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
         return _finish("msrvtt", split, ann, video_dir, items, ".mp4")
 
     if split.lower() not in MSVD_SPLITS:
-        raise ValueError(f"MSVD caption split {split!r}: expected train, val or test")
+        raise ConfigError(f"MSVD caption split {split!r}: expected train, val or test")
     split = MSVD_SPLITS[split.lower()]
     ann = _annotation_file(f"msvd {split} captions", [MSVD_DESCRIPTIONS], root, ann_arg)
     descriptions = read_msvd_descriptions(ann)
@@ -163,7 +175,7 @@ def load_retrieval_1ka(split: str = "test", data_root: str | Path | None = None,
                        annotations: str | Path | None = None, videos: str | Path | None = None) -> CaptionSplit:
     """MSR-VTT 1k-A retrieval test set: 1,000 videos, one caption each (``MSRVTT_JSFUSION_test.csv``)."""
     if split != "test":
-        raise ValueError(f"1k-A retrieval split {split!r}: only 'test' (MSRVTT_JSFUSION_test.csv) is supported")
+        raise ConfigError(f"1k-A retrieval split {split!r}: only 'test' (MSRVTT_JSFUSION_test.csv) is supported")
     root = Path(data_root) if data_root is not None else None
     ann = _annotation_file("msrvtt 1k-A retrieval", [JSFUSION_TEST], root,
                            Path(annotations) if annotations is not None else None)

@@ -10,7 +10,7 @@ reports what it skipped.
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,8 +19,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mammut_video.data.records import CaptionRecord, QARecord, VideoRecord
+from mammut_video.errors import ConfigError
 
 Record = QARecord | CaptionRecord | VideoRecord
+log = logging.getLogger(__name__)
 
 
 class ClipDataset(Dataset):
@@ -112,7 +114,7 @@ def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
     if good:
         shapes = {tuple(b["video"].shape) for b in good}
         if len(shapes) > 1:
-            raise ValueError(f"clips of one batch differ in shape {sorted(shapes)}: give ClipDataset a "
+            raise ConfigError(f"clips of one batch differ in shape {sorted(shapes)}: give ClipDataset a "
                              "transform that resizes to one size")
         video = torch.stack([b["video"] for b in good])
     items = [{k: v for k, v in b.items() if k != "video"} for b in good]
@@ -132,7 +134,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool =
     Pass a ``DistributedSampler`` as ``sampler`` under torchrun (then ``shuffle`` must be False).
     """
     if sampler is not None and shuffle:
-        raise ValueError("make_loader: give either shuffle=True or a sampler (which shuffles itself), not both")
+        raise ConfigError("make_loader: give either shuffle=True or a sampler (which shuffles itself), not both")
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(worker_init_fn=_single_thread_worker, persistent_workers=persistent_workers)
@@ -181,9 +183,13 @@ class FailureLog:
         return "\n".join(lines)
 
     def report(self, stream: TextIO | None = None) -> None:
-        """Print :meth:`summary` (to stderr by default) when anything failed."""
-        if self.failures:
-            print(self.summary(), file=stream if stream is not None else sys.stderr)
+        """When anything failed: :meth:`summary` as a warning of this module's logger, or printed to ``stream``."""
+        if not self.failures:
+            return
+        if stream is None:
+            log.warning(self.summary())
+        else:
+            print(self.summary(), file=stream)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [{"index": i, "path": p, "error": e} for i, p, e in sorted(self.failures)]

@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mammut_video.errors import MammutVideoError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(MammutVideoError, ValueError):
     """An annotation file that cannot be used as it is. ``.path`` and ``.record`` say where."""
 
     def __init__(self, path: str | Path, message: str, record: int | str | None = None):
@@ -25,7 +27,7 @@ class AnnotationError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(MammutVideoError, FileNotFoundError):
     """Annotations or videos could not be found; the message lists every place looked at."""
 
 

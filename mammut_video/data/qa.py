@@ -22,10 +22,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_records
-from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, find_annotation, find_video_dir
+from mammut_video.data.files import (
+    AnnotationError,
+    DatasetNotFoundError,
+    Fields,
+    read_records,
+)
+from mammut_video.data.layout import (
+    VIDEO_EXTENSIONS,
+    VideoIndex,
+    find_annotation,
+    find_video_dir,
+)
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
+from mammut_video.errors import ConfigError
 
 QA_DATASETS = ("msrvtt-qa", "msvd-qa", "custom")
 SPLIT_ALIASES = {"validate": "val", "valid": "val", "validation": "val", "dev": "val"}
@@ -62,7 +73,7 @@ def qa_file_names(dataset: str, split: str) -> list[str]:
 
 def _check_dataset(dataset: str) -> None:
     if dataset not in QA_DATASETS:
-        raise ValueError(f"unknown QA dataset {dataset!r}; expected one of {', '.join(QA_DATASETS)}")
+        raise ConfigError(f"unknown QA dataset {dataset!r}; expected one of {', '.join(QA_DATASETS)}")
 
 
 def find_qa_annotations(dataset: str, split: str, data_root: Path | None = None,
@@ -74,7 +85,7 @@ def find_qa_annotations(dataset: str, split: str, data_root: Path | None = None,
         return annotations
     root = annotations if annotations is not None else data_root
     if root is None:
-        raise ValueError(f"{dataset}: give data_root (--data-root) or annotations (--annotations)")
+        raise ConfigError(f"{dataset}: give data_root (--data-root) or annotations (--annotations)")
     if not root.exists():
         raise DatasetNotFoundError(f"{dataset} {split}: {root} does not exist")
     return find_annotation(root, qa_file_names(dataset, split), f"{dataset} {split} annotations",

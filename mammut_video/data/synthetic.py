@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mammut_video.errors import ConfigError
+
 COLOURS = {"red": (220, 40, 40), "green": (40, 190, 60), "blue": (50, 90, 235), "yellow": (235, 215, 40),
            "white": (240, 240, 240)}
 SHAPES = ("circle", "square", "triangle")
@@ -142,7 +144,7 @@ def _scenes(rng_key: int, seed: int, n: int, frames: int, size: int) -> list[Sce
 
 def _split_sizes(n: int) -> dict[str, int]:
     if n < 3:
-        raise ValueError(f"num_videos must be at least 3 (one per split), got {n}")
+        raise ConfigError(f"num_videos must be at least 3 (one per split), got {n}")
     test = max(1, round(n * 0.25))
     val = max(1, round(n * 0.15))
     return {"train": n - test - val, "val": val, "test": test}
@@ -269,11 +271,11 @@ def make_synthetic(out_dir: str | Path, kind: str = "all", num_videos: int = 12,
         seed: everything (scenes, ids, names) follows from it.
     """
     if kind not in (*KINDS, "all"):
-        raise ValueError(f"unknown synthetic kind {kind!r}; expected one of {', '.join(KINDS)} or 'all'")
+        raise ConfigError(f"unknown synthetic kind {kind!r}; expected one of {', '.join(KINDS)} or 'all'")
     if size % 2 or size < 16:
-        raise ValueError(f"size must be even and at least 16, got {size}")
+        raise ConfigError(f"size must be even and at least 16, got {size}")
     if frames < 4:
-        raise ValueError(f"frames must be at least 4, got {frames}")
+        raise ConfigError(f"frames must be at least 4, got {frames}")
     out_dir = Path(out_dir)
     writers = {"msrvtt": _msrvtt, "msvd": _msvd, "custom": _custom}
     paths = {}

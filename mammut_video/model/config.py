@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from mammut_video.errors import ConfigError
+
 Triple = tuple[int, int, int]
 
 IMAGE_TUBE = "image"
@@ -28,10 +30,10 @@ class TubeSpec:
         for key in ("kernel", "stride", "offset"):
             value = tuple(int(v) for v in getattr(self, key))
             if len(value) != 3:
-                raise ValueError(f"tube {self.name!r}: {key} must have 3 values (T, H, W), got {value}")
+                raise ConfigError(f"tube {self.name!r}: {key} must have 3 values (T, H, W), got {value}")
             object.__setattr__(self, key, value)
         if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.offset) < 0:
-            raise ValueError(f"tube {self.name!r}: kernel/stride must be >= 1 and offset >= 0")
+            raise ConfigError(f"tube {self.name!r}: kernel/stride must be >= 1 and offset >= 0")
 
     def grid(self, t: int, h: int, w: int) -> Triple:
         """Number of tube positions along (T, H, W) for an input of that size (0 if it does not fit)."""
@@ -77,13 +79,13 @@ class VisionConfig:
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         names = [t.name for t in self.tubes]
         if len(set(names)) != len(names):
-            raise ValueError(f"tube names must be unique, got {names}")
+            raise ConfigError(f"tube names must be unique, got {names}")
         if IMAGE_TUBE not in names:
-            raise ValueError(f"the tube set needs a tube named {IMAGE_TUBE!r} (the pretrained patch embedding)")
+            raise ConfigError(f"the tube set needs a tube named {IMAGE_TUBE!r} (the pretrained patch embedding)")
         image = self.tubes[names.index(IMAGE_TUBE)]
         p = self.patch_size
         if image.kernel != (1, p, p) or image.stride[1:] != (p, p):
-            raise ValueError(f"the image tube must have kernel (1, {p}, {p}) and spatial stride ({p}, {p}), got {image}")
+            raise ConfigError(f"the image tube must have kernel (1, {p}, {p}) and spatial stride ({p}, {p}), got {image}")
 
 
 @dataclass
@@ -109,13 +111,13 @@ class TextConfig:
 
     def __post_init__(self) -> None:
         if self.pooling not in ("avg_all", "avg"):
-            raise ValueError(f"text pooling must be 'avg_all' or 'avg', got {self.pooling!r}")
+            raise ConfigError(f"text pooling must be 'avg_all' or 'avg', got {self.pooling!r}")
         if self.act not in ("gelu", "quick_gelu"):
-            raise ValueError(f"text act must be 'gelu' or 'quick_gelu', got {self.act!r}")
+            raise ConfigError(f"text act must be 'gelu' or 'quick_gelu', got {self.act!r}")
         if self.width % self.heads:
-            raise ValueError(f"text width {self.width} is not divisible by heads {self.heads}")
+            raise ConfigError(f"text width {self.width} is not divisible by heads {self.heads}")
         if not 1 <= self.cross_attn_ratio <= self.layers or self.layers % self.cross_attn_ratio:
-            raise ValueError(f"cross_attn_ratio {self.cross_attn_ratio} must divide layers {self.layers}")
+            raise ConfigError(f"cross_attn_ratio {self.cross_attn_ratio} must divide layers {self.layers}")
 
 
 @dataclass
@@ -136,7 +138,7 @@ class MammutVideoConfig:
         if isinstance(self.text, dict):
             self.text = TextConfig(**self.text)
         if self.embed_dim != self.text.width:
-            raise ValueError(
+            raise ConfigError(
                 f"embed_dim {self.embed_dim} must equal the text width {self.text.width}: the contrastive "
                 "text feature is the pooled decoder state with no projection (openMaMMUT)")
 
@@ -155,7 +157,7 @@ class MammutVideoConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+            raise ConfigError(f"unknown model config keys: {sorted(unknown)}")
         d = dict(d)
         for key, kind in (("vision", VisionConfig), ("text", TextConfig)):
             value = d.get(key, {})

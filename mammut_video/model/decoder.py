@@ -1,6 +1,6 @@
 """The MaMMUT two-pass text decoder in the openMaMMUT layout (open_clip ``MultimodalTransformer``).
 
-One transformer, two passes (DESIGN.md §2.3):
+One transformer, two passes (docs/architecture.md, "Decoder"):
 
 - contrastive: bidirectional self-attention (no mask at all, pads included), cross-attention
   blocks skipped, ``ln_final`` then the mean over all positions (``avg_all``) -> (B, W);
@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mammut_video.errors import ConfigError
 from mammut_video.model.config import TextConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, L, head_dim) each
@@ -168,11 +169,11 @@ class TextDecoder(nn.Module):
     def _embed(self, ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
         """ids (B, L) -> (B, L, W); positions (B, L) default 0..L-1."""
         if ids.shape[1] > self.context_length and positions is None:
-            raise ValueError(f"text of length {ids.shape[1]} exceeds the context length {self.context_length}")
+            raise ConfigError(f"text of length {ids.shape[1]} exceeds the context length {self.context_length}")
         if positions is None:
             return self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
         if int(positions.max()) >= self.context_length:
-            raise ValueError(f"text position {int(positions.max())} exceeds the context length {self.context_length}")
+            raise ConfigError(f"text position {int(positions.max())} exceeds the context length {self.context_length}")
         return self.token_embedding(ids) + self.positional_embedding[positions]
 
     def contrastive_tokens(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

@@ -24,8 +24,15 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from mammut_video.errors import ConfigError
 from mammut_video.model.config import IMAGE_TUBE, TubeSpec, VisionConfig
-from mammut_video.model.tubes import active_tubes, bilinear_matrix, inflate_kernel, sincos_1d, tube_centres
+from mammut_video.model.tubes import (
+    active_tubes,
+    bilinear_matrix,
+    inflate_kernel,
+    sincos_1d,
+    tube_centres,
+)
 
 
 def create_trunk(cfg: VisionConfig) -> nn.Module:
@@ -37,13 +44,13 @@ def create_trunk(cfg: VisionConfig) -> nn.Module:
     kwargs.setdefault("img_size", cfg.image_size)
     trunk = timm.create_model(cfg.timm_model, pretrained=False, num_classes=0, global_pool="", **kwargs)
     if not isinstance(trunk, VisionTransformer):
-        raise ValueError(f"timm model {cfg.timm_model!r} is not a VisionTransformer")
+        raise ConfigError(f"timm model {cfg.timm_model!r} is not a VisionTransformer")
     if trunk.embed_dim != cfg.width or trunk.patch_embed.patch_size != (cfg.patch_size, cfg.patch_size):
-        raise ValueError(
+        raise ConfigError(
             f"timm model {cfg.timm_model!r} has width {trunk.embed_dim}, patch {trunk.patch_embed.patch_size}; "
             f"config says width {cfg.width}, patch {cfg.patch_size}")
     if trunk.cls_token is None or trunk.reg_token is not None or trunk.pos_embed is None:
-        raise ValueError(f"timm model {cfg.timm_model!r}: tubes need a class token, no register tokens and a "
+        raise ConfigError(f"timm model {cfg.timm_model!r}: tubes need a class token, no register tokens and a "
                          "learned absolute position table")
     return trunk
 
@@ -143,7 +150,7 @@ class VideoEncoder(nn.Module):
         if x.ndim == 4:
             x = x[:, :, None]
         if x.ndim != 5:
-            raise ValueError(f"expected a clip batch (B, C, T, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
+            raise ConfigError(f"expected a clip batch (B, C, T, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
         _, _, t, h, w = x.shape
         tokens = self.add_positions(self.tokenize(x), t, h, w)
         tokens = self.trunk.patch_drop(tokens)

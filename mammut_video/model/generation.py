@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import torch
 
+from mammut_video.errors import ConfigError
 from mammut_video.model.decoder import KV, DecoderCache, TextDecoder
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts -> ids (B, L) left-padded and valid mask (B, L)."""
     if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token (e.g. the start-of-text id)")
+        raise ConfigError("every prompt needs at least one token (e.g. the start-of-text id)")
     n = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), n), pad_id, dtype=torch.long)
     valid = torch.zeros(len(prompts), n, dtype=torch.bool)
@@ -66,7 +67,7 @@ class _Stepper:
 def _max_new(decoder: TextDecoder, prompt_len: int, max_new_tokens: int) -> int:
     room = decoder.context_length - prompt_len
     if room < 1:
-        raise ValueError(f"prompt of {prompt_len} tokens leaves no room in the context length {decoder.context_length}")
+        raise ConfigError(f"prompt of {prompt_len} tokens leaves no room in the context length {decoder.context_length}")
     return min(max_new_tokens, room)
 
 

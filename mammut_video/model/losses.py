@@ -14,6 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from mammut_video.errors import ConfigError
+
 IGNORE_INDEX = -100
 MAX_LOGIT_SCALE = 100.0
 
@@ -47,7 +49,7 @@ def pair_logits(
     log-space value (CLIP's learnable parameter, init log(1/0.07)). Row i = video i.
     """
     if video_emb.shape != text_emb.shape or video_emb.dim() != 2:
-        raise ValueError(f"video_emb and text_emb must both be (B, E), got {tuple(video_emb.shape)} and {tuple(text_emb.shape)}")
+        raise ConfigError(f"video_emb and text_emb must both be (B, E), got {tuple(video_emb.shape)} and {tuple(text_emb.shape)}")
     scale = torch.as_tensor(logit_scale, dtype=video_emb.dtype, device=video_emb.device).exp().clamp(max=MAX_LOGIT_SCALE)
     logits = scale * F.normalize(video_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
     if logit_bias is not None:
@@ -118,7 +120,7 @@ def caption_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int =
     are scored against ``labels[:, i]``. A batch with no supervised token gives 0 (with grad).
     """
     if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ValueError(f"logits must be (B, L, V) and labels (B, L), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+        raise ConfigError(f"logits must be (B, L, V) and labels (B, L), got {tuple(logits.shape)} and {tuple(labels.shape)}")
     pred = logits[:, :-1].reshape(-1, logits.shape[-1])
     target = labels[:, 1:].reshape(-1)
     total = F.cross_entropy(pred.float(), target, ignore_index=ignore_index, reduction="sum")
@@ -145,9 +147,9 @@ class MammutLoss(nn.Module):
     ) -> None:
         super().__init__()
         if contrastive not in ("softmax", "focal"):
-            raise ValueError(f"contrastive must be 'softmax' or 'focal', got {contrastive!r}")
+            raise ConfigError(f"contrastive must be 'softmax' or 'focal', got {contrastive!r}")
         if caption_weight == 0 and contrastive_weight == 0:
-            raise ValueError("caption_weight and contrastive_weight are both 0: nothing to train")
+            raise ConfigError("caption_weight and contrastive_weight are both 0: nothing to train")
         self.caption_weight = caption_weight
         self.contrastive_weight = contrastive_weight
         self.contrastive = contrastive
@@ -169,7 +171,7 @@ class MammutLoss(nn.Module):
         total: torch.Tensor | float = 0.0
         if self.contrastive_weight:
             if video_emb is None or text_emb is None or logit_scale is None:
-                raise ValueError("contrastive_weight > 0 needs video_emb, text_emb and logit_scale")
+                raise ConfigError("contrastive_weight > 0 needs video_emb, text_emb and logit_scale")
             if self.contrastive == "softmax":
                 part = clip_loss(video_emb, text_emb, logit_scale, logit_bias)
             else:
@@ -180,7 +182,7 @@ class MammutLoss(nn.Module):
             total = total + self.contrastive_weight * part
         if self.caption_weight:
             if logits is None or labels is None:
-                raise ValueError("caption_weight > 0 needs logits and labels")
+                raise ConfigError("caption_weight > 0 needs logits and labels")
             part = caption_loss(logits, labels, self.ignore_index)
             out["caption_loss"] = part
             total = total + self.caption_weight * part

@@ -8,6 +8,8 @@ init log(1/0.07)) and, when ``config.logit_bias`` is set, ``logit_bias``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mammut_video.errors import ConfigError
 from mammut_video.model.config import MammutVideoConfig
 from mammut_video.model.decoder import KV, TextDecoder
 from mammut_video.model.encoder import VideoEncoder
@@ -67,14 +70,19 @@ class MammutVideo(nn.Module):
     def device(self) -> torch.device:
         return self.logit_scale.device
 
-    def preprocess(self, clip: torch.Tensor, train: bool = False) -> torch.Tensor:
-        """uint8 clip (T, H, W, C) -> float (C, T, H, W) resized, cropped and normalised for this model."""
+    def clip_transform(self, train: bool = False) -> Any:
+        """This model's clip transform, uint8 (T, H, W, C) -> float (C, T, H, W): a small picklable
+        object to hand to DataLoader workers (``preprocess`` would pickle the whole model)."""
         if train not in self._transforms:
             from mammut_video.video import build_clip_transform
 
             v = self.config.vision
             self._transforms[train] = build_clip_transform(v.image_size, v.mean, v.std, train)
-        return self._transforms[train](clip)
+        return self._transforms[train]
+
+    def preprocess(self, clip: torch.Tensor, train: bool = False) -> torch.Tensor:
+        """uint8 clip (T, H, W, C) -> float (C, T, H, W) resized, cropped and normalised for this model."""
+        return self.clip_transform(train)(clip)
 
     def save_pretrained(self, path: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` + tokenizer files to a directory."""
@@ -132,7 +140,7 @@ class MammutVideo(nn.Module):
         if labels is None:
             labels = text_ids.masked_fill(text_ids == pad_id, -100)
         elif labels.shape != text_ids.shape:
-            raise ValueError(f"labels {tuple(labels.shape)} must have the shape of text_ids {tuple(text_ids.shape)}")
+            raise ConfigError(f"labels {tuple(labels.shape)} must have the shape of text_ids {tuple(text_ids.shape)}")
         logits, _ = self.text.forward_generative(text_ids, self.cross_kv(tokens))
         out = {"image_features": image_features, "text_features": text_features, "logits": logits,
                "labels": labels, "logit_scale": self.logit_scale}
@@ -141,17 +149,32 @@ class MammutVideo(nn.Module):
         return out
 
     # ----------------------------------------------------------------- generation
-    @torch.no_grad()
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Eval mode (no dropout) and no autograd for the duration; the model's mode is restored after.
+
+        Generation and ranking run inside it whatever mode the model is in (a model fresh from
+        ``create_model`` is in training mode).
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
     def generate(self, video: torch.Tensor, prompts: list[list[int]], **gen_kwargs: Any) -> list[list[int]]:
         """video (B, C, T, H, W), one prompt (token ids) per clip -> new token ids per clip.
 
         gen_kwargs: ``max_new_tokens``, ``num_beams``, ``length_penalty``, ``use_cache``.
         """
         if len(prompts) != video.shape[0]:
-            raise ValueError(f"{video.shape[0]} clips but {len(prompts)} prompts")
+            raise ConfigError(f"{video.shape[0]} clips but {len(prompts)} prompts")
         tok = self.tokenizer
-        kv = self.cross_kv(self.visual.forward_tokens(video))
-        return generate(self.text, kv, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id, **gen_kwargs)
+        with self.inference():
+            kv = self.cross_kv(self.visual.forward_tokens(video))
+            return generate(self.text, kv, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id, **gen_kwargs)
 
     def caption(self, video: torch.Tensor, **gen_kwargs: Any) -> list[str]:
         """video (B, C, T, H, W) -> one caption per clip."""
@@ -160,18 +183,21 @@ class MammutVideo(nn.Module):
         out = self.generate(video, [[tok.sot_id] for _ in range(video.shape[0])], **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
 
-    def answer(self, video: torch.Tensor, questions: list[str], **gen_kwargs: Any) -> list[str]:
-        """video (B, C, T, H, W), one question per clip -> open-ended answers (QA prompt of ``mammut_video.text``)."""
+    def answer(self, video: torch.Tensor, questions: str | Sequence[str], **gen_kwargs: Any) -> list[str]:
+        """video (B, C, T, H, W), one question per clip -> open-ended answers (QA prompt of ``mammut_video.text``).
+
+        A single string is one question (for a batch of one clip).
+        """
         from mammut_video.text.prompts import qa_prompt_ids
 
+        questions = [questions] if isinstance(questions, str) else list(questions)
         if len(questions) != video.shape[0]:
-            raise ValueError(f"{video.shape[0]} clips but {len(questions)} questions")
+            raise ConfigError(f"{video.shape[0]} clips but {len(questions)} questions")
         gen_kwargs.setdefault("max_new_tokens", 10)
         tok = self.tokenizer
         out = self.generate(video, qa_prompt_ids(tok, questions, self.config.text.context_length), **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
 
-    @torch.no_grad()
     def rank_answers(self, video: torch.Tensor, questions: list[str], candidates: list[str],
                      batch_size: int = 64, length_normalize: bool = False,
                      clip_index: Sequence[int] | None = None) -> torch.Tensor:
@@ -192,69 +218,70 @@ class MammutVideo(nn.Module):
         from mammut_video.text.prompts import qa_prompt_ids
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if not candidates:
-            raise ValueError("no candidate answers to rank")
+            raise ConfigError("no candidate answers to rank")
         num_clips = video.shape[0]
         if clip_index is None:
             if len(questions) != num_clips:
-                raise ValueError(f"{num_clips} clips but {len(questions)} questions")
+                raise ConfigError(f"{num_clips} clips but {len(questions)} questions")
             clip_index = range(num_clips)
         elif len(clip_index) != len(questions):
-            raise ValueError(f"{len(clip_index)} clip indices for {len(questions)} questions")
+            raise ConfigError(f"{len(clip_index)} clip indices for {len(questions)} questions")
         by_clip: dict[int, list[int]] = {}
         for q, c in enumerate(clip_index):
             if not 0 <= int(c) < num_clips:
-                raise ValueError(f"clip_index[{q}] = {c} outside the {num_clips} clips")
+                raise ConfigError(f"clip_index[{q}] = {c} outside the {num_clips} clips")
             by_clip.setdefault(int(c), []).append(q)
 
-        tok = self.tokenizer
-        limit = self.config.text.context_length
-        kv_clips = self.cross_kv(self.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
-        prompts = qa_prompt_ids(tok, questions, limit)
-        answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
-        order = sorted(range(len(answers)), key=lambda k: len(answers[k]))  # chunks of similar length pad little
-        scores = torch.empty(len(questions), len(candidates))
+        with self.inference():
+            tok = self.tokenizer
+            limit = self.config.text.context_length
+            kv_clips = self.cross_kv(self.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
+            prompts = qa_prompt_ids(tok, questions, limit)
+            answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
+            order = sorted(range(len(answers)), key=lambda k: len(answers[k]))  # chunks of similar length pad little
+            scores = torch.empty(len(questions), len(candidates))
 
-        def expand(kv: list[KV], rows: int) -> list[KV]:
-            return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
+            def expand(kv: list[KV], rows: int) -> list[KV]:
+                return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
 
-        for c, clip_questions in by_clip.items():
-            kv_clip = [(k[c: c + 1], v[c: c + 1]) for k, v in kv_clips]
-            for g0 in range(0, len(clip_questions), batch_size):
-                group = clip_questions[g0: g0 + batch_size]
-                ids, valid = left_pad([prompts[q] for q in group], tok.pad_id, self.device)
-                logits, cache = self.text.forward_generative(ids, expand(kv_clip, len(group)), None, valid)
-                first_lp = logits[:, -1].float().log_softmax(-1)  # next-token log-probs after each prompt
-                rows = [(g, k) for g in range(len(group)) for k in order]
-                for r0 in range(0, len(rows), batch_size):
-                    chunk = rows[r0: r0 + batch_size]
-                    seqs = [answers[k][: limit - len(prompts[group[g]])] for g, k in chunk]
-                    g_idx = torch.tensor([g for g, _ in chunk], device=self.device)
-                    total = torch.zeros(len(chunk), device=self.device)
-                    has_first = torch.tensor([len(s) > 0 for s in seqs], device=self.device)
-                    first_tok = torch.tensor([s[0] if s else 0 for s in seqs], device=self.device)
-                    total += first_lp[g_idx, first_tok] * has_first
-                    n = max(len(s) for s in seqs) - 1
-                    if n > 0:  # feed every token but the last; each predicts the next one
-                        feed = torch.full((len(chunk), n), tok.pad_id, dtype=torch.long)
-                        target = torch.zeros(len(chunk), n, dtype=torch.long)
-                        real = torch.zeros(len(chunk), n, dtype=torch.bool)
-                        for i, s in enumerate(seqs):
-                            if len(s) > 1:
-                                feed[i, : len(s) - 1] = torch.tensor(s[:-1])
-                                target[i, : len(s) - 1] = torch.tensor(s[1:])
-                                real[i, : len(s) - 1] = True
-                        feed, target, real = feed.to(self.device), target.to(self.device), real.to(self.device)
-                        step_logits, _ = self.text.forward_generative(
-                            feed, expand(kv_clip, len(chunk)), cache.select(g_idx), real)
-                        lp = step_logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
-                        total += (lp * real).sum(1)
-                    if length_normalize:
-                        total = total / torch.tensor([max(len(s), 1) for s in seqs], device=self.device)
-                    q_rows = [group[g] for g, _ in chunk]
-                    scores[q_rows, [k for _, k in chunk]] = total.cpu()
-        return scores
+            for c, clip_questions in by_clip.items():
+                kv_clip = [(k[c: c + 1], v[c: c + 1]) for k, v in kv_clips]
+                for g0 in range(0, len(clip_questions), batch_size):
+                    group = clip_questions[g0: g0 + batch_size]
+                    ids, valid = left_pad([prompts[q] for q in group], tok.pad_id, self.device)
+                    logits, cache = self.text.forward_generative(ids, expand(kv_clip, len(group)), None, valid)
+                    first_lp = logits[:, -1].float().log_softmax(-1)  # next-token log-probs after each prompt
+                    rows = [(g, k) for g in range(len(group)) for k in order]
+                    for r0 in range(0, len(rows), batch_size):
+                        chunk = rows[r0: r0 + batch_size]
+                        seqs = [answers[k][: limit - len(prompts[group[g]])] for g, k in chunk]
+                        g_idx = torch.tensor([g for g, _ in chunk], device=self.device)
+                        total = torch.zeros(len(chunk), device=self.device)
+                        has_first = torch.tensor([len(s) > 0 for s in seqs], device=self.device)
+                        first_tok = torch.tensor([s[0] if s else 0 for s in seqs], device=self.device)
+                        total += first_lp[g_idx, first_tok] * has_first
+                        n = max(len(s) for s in seqs) - 1
+                        if n > 0:  # feed every token but the last; each predicts the next one
+                            feed = torch.full((len(chunk), n), tok.pad_id, dtype=torch.long)
+                            target = torch.zeros(len(chunk), n, dtype=torch.long)
+                            real = torch.zeros(len(chunk), n, dtype=torch.bool)
+                            for i, s in enumerate(seqs):
+                                if len(s) > 1:
+                                    feed[i, : len(s) - 1] = torch.tensor(s[:-1])
+                                    target[i, : len(s) - 1] = torch.tensor(s[1:])
+                                    real[i, : len(s) - 1] = True
+                            feed, target, real = feed.to(self.device), target.to(self.device), real.to(self.device)
+                            step_logits, _ = self.text.forward_generative(
+                                feed, expand(kv_clip, len(chunk)), cache.select(g_idx), real)
+                            lp = step_logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
+                            total += (lp * real).sum(1)
+                        if length_normalize:
+                            total = total / torch.tensor([max(len(s), 1) for s in seqs], device=self.device)
+                        q_rows = [group[g] for g, _ in chunk]
+                        scores[q_rows, [k for _, k in chunk]] = total.cpu()
+            return scores
 
 
 def create_model(name_or_config: str | MammutVideoConfig | dict, **overrides: Any) -> MammutVideo:

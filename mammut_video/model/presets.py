@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from typing import Callable
 
-from mammut_video.model.config import MammutVideoConfig, TextConfig, TubeSpec, VisionConfig, scale_tubes
-
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from mammut_video.errors import ConfigError
+from mammut_video.model.config import (
+    MammutVideoConfig,
+    TextConfig,
+    TubeSpec,
+    VisionConfig,
+    scale_tubes,
+)
+from mammut_video.video.normalization import CLIP_MEAN, CLIP_STD
 
 
 def b16_tubes() -> list[TubeSpec]:
@@ -58,7 +63,7 @@ def _l14() -> MammutVideoConfig:
         name="mammut-video-L-14",
         vision=VisionConfig(
             timm_model="vit_large_patch14_clip_224", image_size=224, patch_size=14, width=1024,
-            tubes=scale_tubes(b16_tubes(), 14 / 16), mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
+            tubes=scale_tubes(b16_tubes(), 14 / 16), mean=CLIP_MEAN, std=CLIP_STD),
         text=TextConfig(vocab_size=49408, context_length=77, width=768, heads=12, layers=12, cross_attn_ratio=2),
         tokenizer={"type": "clip_bpe"},
         embed_dim=768,
@@ -80,5 +85,5 @@ def list_presets() -> list[str]:
 
 def get_preset(name: str) -> MammutVideoConfig:
     if name not in _PRESETS:
-        raise ValueError(f"unknown model preset {name!r}; known: {', '.join(_PRESETS)}")
+        raise ConfigError(f"unknown model preset {name!r}; known: {', '.join(_PRESETS)}")
     return _PRESETS[name]()

@@ -1,4 +1,4 @@
-"""Sparse video tubes: kernel inflation and token positions (DESIGN.md §2.1).
+"""Sparse video tubes: kernel inflation and token positions (docs/architecture.md, "Tubes").
 
 Every tube is a strided 3D convolution whose outputs become tokens. A token's position is the
 centre of its receptive field, ``idx * stride + offset + kernel // 2`` in input pixels / frames.
@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mammut_video.errors import ConfigError
 from mammut_video.model.config import IMAGE_TUBE, TubeSpec
 
 
@@ -75,7 +76,7 @@ def bilinear_matrix(yx: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[
 def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """Fixed sin-cos embedding of scalar positions: (N,) -> (N, dim), [sin | cos] halves."""
     if dim % 2:
-        raise ValueError(f"sin-cos embedding needs an even width, got {dim}")
+        raise ConfigError(f"sin-cos embedding needs an even width, got {dim}")
     omega = torch.arange(dim // 2, dtype=torch.float64) / (dim // 2)
     omega = 1.0 / temperature ** omega
     angles = positions.to(torch.float64)[:, None] * omega[None, :]

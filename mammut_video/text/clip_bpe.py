@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mammut_video.errors import ConfigError
 from mammut_video.text.tokenizer import DEFAULT_CONTEXT_LENGTH, Tokenizer
 
 # "a dog , runs ?" -> "a dog, runs?": CLIP's pre-tokenizer always splits punctuation from
@@ -20,8 +21,9 @@ _SPACE_BEFORE_PUNCT = re.compile(r"(?<=\w) ([,.?!;:])(?=\s|$)")
 
 @lru_cache(maxsize=1)
 def _simple_tokenizer() -> Any:
-    import mammut_video  # noqa: F401  (torchvision guard before open_clip)
     from open_clip.tokenizer import SimpleTokenizer
+
+    import mammut_video  # noqa: F401  (torchvision guard before open_clip)
 
     return SimpleTokenizer()
 
@@ -43,7 +45,7 @@ class ClipBpeTokenizer(Tokenizer):
     def _decode_ids(self, ids: list[int]) -> str:
         for token in ids:
             if not 0 <= token < self.vocab_size:
-                raise ValueError(f"token id {token} is outside the CLIP vocabulary (0..{self.vocab_size - 1})")
+                raise ConfigError(f"token id {token} is outside the CLIP vocabulary (0..{self.vocab_size - 1})")
         # open_clip turns every end-of-word marker into a space, leaving "a dog runs ".
         text = " ".join(self._bpe.decode(ids).split())
         return _SPACE_BEFORE_PUNCT.sub(r"\1", text)

@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 
+from mammut_video.errors import ConfigError
 from mammut_video.text.tokenizer import Tokenizer
 
 QA_PROMPT = "question: {question} answer:"
@@ -32,7 +33,7 @@ def format_question(question: str) -> str:
     """Whitespace-normalised question ending with '?' ("what is he doing" -> "what is he doing?")."""
     text = " ".join(str(question).split())
     if not text:
-        raise ValueError("empty question")
+        raise ConfigError("empty question")
     return text if text.endswith("?") else text + "?"
 
 
@@ -53,11 +54,11 @@ def qa_prompt_ids(
         raise TypeError("qa_prompt_ids takes a list of questions, got a single string")
     length = context_length or tokenizer.context_length
     if answer_reserve < 2:
-        raise ValueError(f"answer_reserve must leave room for an answer token and EOT, got {answer_reserve}")
+        raise ConfigError(f"answer_reserve must leave room for an answer token and EOT, got {answer_reserve}")
     prefix, suffix = tokenizer.encode(_PREFIX), tokenizer.encode(_SUFFIX)
     budget = length - answer_reserve - 1 - len(prefix) - len(suffix)
     if budget < 1:
-        raise ValueError(
+        raise ConfigError(
             f"context_length {length} leaves no room for a question after the prompt "
             f"({1 + len(prefix) + len(suffix)} tokens) and the answer reserve ({answer_reserve})"
         )
@@ -83,7 +84,7 @@ def build_qa_batch(
     EOT kept last. L = ``context_length`` or the tokenizer's.
     """
     if len(questions) != len(answers):
-        raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+        raise ConfigError(f"{len(questions)} questions but {len(answers)} answers")
     length = context_length or tokenizer.context_length
     prompts = qa_prompt_ids(tokenizer, questions, length, answer_reserve)
     input_ids = torch.full((len(prompts), length), tokenizer.pad_id, dtype=torch.long)
@@ -91,7 +92,7 @@ def build_qa_batch(
     for row, (prompt, answer) in enumerate(zip(prompts, answers)):
         answer_ids = tokenizer.encode(" ".join(str(answer).split()))
         if not answer_ids:
-            raise ValueError(f"answer {row} (to {questions[row]!r}) is empty")
+            raise ConfigError(f"answer {row} (to {questions[row]!r}) is empty")
         target = [*answer_ids, tokenizer.eot_id][: length - len(prompt)]
         target[-1] = tokenizer.eot_id
         start, end = len(prompt), len(prompt) + len(target)

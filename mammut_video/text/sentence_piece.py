@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from mammut_video.errors import ConfigError, MissingFileError
 from mammut_video.text.tokenizer import DEFAULT_CONTEXT_LENGTH, Tokenizer
 
 MODEL_FILE = "tokenizer.model"
@@ -24,11 +25,11 @@ class SentencePieceTokenizer(Tokenizer):
 
         model_file = Path(model_file)
         if not model_file.is_file():
-            raise FileNotFoundError(f"SentencePiece model file not found: {model_file}")
+            raise MissingFileError(f"SentencePiece model file not found: {model_file}")
         try:
             self._sp = spm.SentencePieceProcessor(model_proto=model_file.read_bytes())
         except RuntimeError as exc:
-            raise ValueError(f"{model_file} is not a valid SentencePiece model: {exc}") from exc
+            raise ConfigError(f"{model_file} is not a valid SentencePiece model: {exc}") from exc
         self.model_file = model_file
         self.vocab_size = int(self._sp.get_piece_size())
         self.context_length = int(context_length)
@@ -37,7 +38,7 @@ class SentencePieceTokenizer(Tokenizer):
         self.eot_id = int(self._sp.eos_id())
         missing = [name for name, i in (("pad", self.pad_id), ("bos", self.sot_id), ("eos", self.eot_id)) if i < 0]
         if missing:
-            raise ValueError(
+            raise ConfigError(
                 f"SentencePiece model {model_file} has no {'/'.join(missing)} id; train it with pad, bos and eos "
                 "reserved (SentencePieceTokenizer.train does this)"
             )
@@ -79,21 +80,21 @@ class SentencePieceTokenizer(Tokenizer):
         if isinstance(corpus, (str, os.PathLike)):
             path = Path(corpus)
             if not path.is_file():
-                raise FileNotFoundError(f"SentencePiece training corpus not found: {path}")
+                raise MissingFileError(f"SentencePiece training corpus not found: {path}")
             options["input"] = str(path)
             source = str(path)
         else:
             sentences = [" ".join(str(s).split()) for s in corpus]
             sentences = [s for s in sentences if s]
             if not sentences:
-                raise ValueError("SentencePiece training corpus is empty")
+                raise ConfigError("SentencePiece training corpus is empty")
             options["sentence_iterator"] = iter(sentences)
             source = f"{len(sentences)} sentences"
         proto = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(model_writer=proto, **options)
         except RuntimeError as exc:
-            raise ValueError(f"SentencePiece training on {source} failed: {exc}") from exc
+            raise ConfigError(f"SentencePiece training on {source} failed: {exc}") from exc
         model_file = Path(f"{out_prefix}.model")
         model_file.parent.mkdir(parents=True, exist_ok=True)
         model_file.write_bytes(proto.getvalue())
@@ -105,7 +106,7 @@ class SentencePieceTokenizer(Tokenizer):
     def _decode_ids(self, ids: list[int]) -> str:
         for token in ids:
             if not 0 <= token < self.vocab_size:
-                raise ValueError(f"token id {token} is outside the vocabulary of {self.model_file} (0..{self.vocab_size - 1})")
+                raise ConfigError(f"token id {token} is outside the vocabulary of {self.model_file} (0..{self.vocab_size - 1})")
         return self._sp.decode(ids)  # control ids (pad, bos, eos) decode to nothing
 
     def save(self, directory: str | Path) -> dict[str, Any]:

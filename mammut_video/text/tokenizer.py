@@ -13,6 +13,8 @@ from typing import Any, Sequence
 
 import torch
 
+from mammut_video.errors import ConfigError
+
 DEFAULT_CONTEXT_LENGTH = 77
 
 
@@ -54,7 +56,7 @@ class Tokenizer(ABC):
             texts = [texts]
         length = context_length or self.context_length
         if length < 2:
-            raise ValueError(f"context_length must be at least 2 (SOT + EOT), got {length}")
+            raise ConfigError(f"context_length must be at least 2 (SOT + EOT), got {length}")
         out = torch.full((len(texts), length), self.pad_id, dtype=torch.long)
         for row, text in enumerate(texts):
             ids = [self.sot_id, *self.encode(text), self.eot_id]
@@ -68,7 +70,7 @@ class Tokenizer(ABC):
         """Text of one id sequence: drops SOT, stops at the first EOT, drops trailing padding."""
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
-                raise ValueError(f"decode takes one sequence (1-D), got shape {tuple(ids.shape)}; use batch_decode")
+                raise ConfigError(f"decode takes one sequence (1-D), got shape {tuple(ids.shape)}; use batch_decode")
             ids = ids.tolist()
         kept: list[int] = []
         for token in ids:
@@ -85,7 +87,7 @@ class Tokenizer(ABC):
     def batch_decode(self, ids: torch.Tensor | Sequence[Sequence[int]]) -> list[str]:
         """Texts of a batch of id sequences, (B, L) tensor or list of lists."""
         if isinstance(ids, torch.Tensor) and ids.dim() != 2:
-            raise ValueError(f"batch_decode takes a (B, L) batch, got shape {tuple(ids.shape)}")
+            raise ConfigError(f"batch_decode takes a (B, L) batch, got shape {tuple(ids.shape)}")
         return [self.decode(row) for row in ids]
 
     def __repr__(self) -> str:
@@ -112,9 +114,9 @@ def build_tokenizer(spec: dict[str, Any], directory: str | Path | None = None) -
         from mammut_video.text.sentence_piece import SentencePieceTokenizer
 
         if "model_file" not in spec:
-            raise ValueError(f"sentencepiece tokenizer spec has no 'model_file': {spec}")
+            raise ConfigError(f"sentencepiece tokenizer spec has no 'model_file': {spec}")
         model_file = Path(spec["model_file"])
         if not model_file.is_absolute() and directory is not None:
             model_file = Path(directory) / model_file
         return SentencePieceTokenizer(model_file, context_length=context_length)
-    raise ValueError(f"unknown tokenizer type {kind!r} in spec {spec}; expected 'clip_bpe' or 'sentencepiece'")
+    raise ConfigError(f"unknown tokenizer type {kind!r} in spec {spec}; expected 'clip_bpe' or 'sentencepiece'")

@@ -18,12 +18,16 @@ checked by :mod:`mammut_video.video.container` before anything is decoded.
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from mammut_video.errors import ConfigError
 from mammut_video.video.container import (
     check_complete,
     check_file,
@@ -69,7 +73,31 @@ def _decord() -> Any | None:
         import decord
     except ImportError:
         return None
+    decord.logging.set_level(decord.logging.QUIET)  # FFmpeg's own lines ("moov atom not found")
     return decord
+
+
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Point file descriptor 2 at /dev/null for the duration.
+
+    decord's C++ logger writes "video_reader.cc:83: ERROR opening ..." straight to descriptor 2,
+    in the middle of a progress bar; the VideoDecodeError raised after it carries the cause.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 # --------------------------------------------------------------------------- decord
@@ -89,7 +117,8 @@ def _read_decord(
     if decord is None:
         raise VideoDecodeError(path, "decord is not installed (pip install decord, or use backend='pyav')")
     try:
-        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
+        with _native_stderr_silenced():
+            reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
         n = len(reader)
         if n < 1:
             raise VideoDecodeError(path, "decord: the video stream has no frames")
@@ -317,7 +346,7 @@ def read_clip(
     """
     check_sampling_args(num_frames, sampling, fps, start, end)
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
     name = check_file(path)
     args = (name, num_frames, sampling, fps, start, end, generator)
     if backend == "pyav":
@@ -332,6 +361,8 @@ def read_clip(
         try:
             return _read_pyav(*args)
         except VideoDecodeError as second:
+            if second.cause == first.cause:  # the file's fault, not a backend's: say it once
+                raise second from None
             raise VideoDecodeError(name, f"{second.cause} (and {first.cause})") from second
 
 

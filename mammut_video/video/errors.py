@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from mammut_video.errors import MammutVideoError
 
-class VideoDecodeError(Exception):
+
+class VideoDecodeError(MammutVideoError):
     """A video file could not be read.
 
     Raised for every failure of ``read_clip`` / ``probe_video`` that depends on the file:

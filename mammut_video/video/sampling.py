@@ -28,6 +28,8 @@ import math
 import numpy as np
 import torch
 
+from mammut_video.errors import ConfigError
+
 SAMPLING_MODES = ("uniform", "random", "fps")
 
 # tolerance when comparing a requested time with frame timestamps: far below any frame
@@ -48,19 +50,19 @@ def check_sampling_args(
 ) -> None:
     """Raise ``ValueError`` for arguments that are wrong whatever the file."""
     if not isinstance(num_frames, int) or num_frames < 1:
-        raise ValueError(f"num_frames must be a positive int, got {num_frames!r}")
+        raise ConfigError(f"num_frames must be a positive int, got {num_frames!r}")
     if sampling not in SAMPLING_MODES:
-        raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        raise ConfigError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     if sampling == "fps" and (fps is None or not fps > 0):
-        raise ValueError(f"sampling='fps' needs a positive fps=, got {fps!r}")
+        raise ConfigError(f"sampling='fps' needs a positive fps=, got {fps!r}")
     if sampling != "fps" and fps is not None:
-        raise ValueError(f"fps= is only used with sampling='fps' (got sampling={sampling!r})")
+        raise ConfigError(f"fps= is only used with sampling='fps' (got sampling={sampling!r})")
     if start is not None and (not math.isfinite(start) or start < 0):
-        raise ValueError(f"start must be a finite number of seconds >= 0, got {start!r}")
+        raise ConfigError(f"start must be a finite number of seconds >= 0, got {start!r}")
     if end is not None and start is not None and not end > start:
-        raise ValueError(f"end ({end}) must be after start ({start})")
+        raise ConfigError(f"end ({end}) must be after start ({start})")
     if end is not None and not end > 0:
-        raise ValueError(f"end must be > 0 seconds, got {end!r}")
+        raise ConfigError(f"end must be > 0 seconds, got {end!r}")
 
 
 def needs_timestamps(sampling: str, start: float | None, end: float | None) -> bool:
@@ -121,11 +123,11 @@ def sample_indices(
     """
     check_sampling_args(num_frames, sampling, fps, start, end)
     if num_available < 1:
-        raise ValueError(f"the clip has no frames (num_available={num_available})")
+        raise ConfigError(f"the clip has no frames (num_available={num_available})")
     i0, i1 = 0, num_available
     if needs_timestamps(sampling, start, end):
         if timestamps is None or len(timestamps) != num_available:
-            raise ValueError("timestamps of every frame are needed for sampling='fps' or start/end")
+            raise ConfigError("timestamps of every frame are needed for sampling='fps' or start/end")
         timestamps = np.asarray(timestamps, dtype=np.float64)
         if frame_duration is None:
             frame_duration = float(np.median(np.diff(timestamps))) if num_available > 1 else 0.0

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from mammut_video.errors import ConfigError
+
 # extension -> codecs to try, in order of preference
 _CODECS: dict[str, tuple[str, ...]] = {
     ".mp4": ("libx264", "mpeg4"),
@@ -39,12 +41,12 @@ def default_codec(path: str | os.PathLike[str]) -> str:
     """The encoder ``write_clip`` uses for ``path``'s extension (first one PyAV has)."""
     ext = Path(path).suffix.lower()
     if ext not in _CODECS:
-        raise ValueError(f"cannot choose a codec for {str(path)!r}: unknown extension {ext!r} "
+        raise ConfigError(f"cannot choose a codec for {str(path)!r}: unknown extension {ext!r} "
                          f"(known: {', '.join(sorted(_CODECS))}; or pass codec=)")
     for codec in _CODECS[ext]:
         if _available(codec):
             return codec
-    raise ValueError(f"no encoder for {str(path)!r}: PyAV has none of {', '.join(_CODECS[ext])}")
+    raise ConfigError(f"no encoder for {str(path)!r}: PyAV has none of {', '.join(_CODECS[ext])}")
 
 
 def _as_rate(fps: float | Fraction) -> Fraction:
@@ -90,11 +92,11 @@ def write_clip(
         frames = frames.detach().cpu().numpy()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"write_clip({str(path)!r}): frames must be uint8 (T, H, W, 3), "
+        raise ConfigError(f"write_clip({str(path)!r}): frames must be uint8 (T, H, W, 3), "
                          f"got {frames.dtype} {tuple(frames.shape)}")
     t, h, w, _ = frames.shape
     if t == 0 or h % 2 or w % 2:
-        raise ValueError(f"write_clip({str(path)!r}): need T > 0 and even H, W, got {(t, h, w)}")
+        raise ConfigError(f"write_clip({str(path)!r}): need T > 0 and even H, W, got {(t, h, w)}")
     codec = codec or default_codec(path)
     rate = _as_rate(fps)
 

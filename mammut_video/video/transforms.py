@@ -18,15 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
 from torchvision.transforms import v2
 
-# same values as timm.data.constants (OPENAI_CLIP_MEAN/STD, IMAGENET_DEFAULT_MEAN/STD);
-# written out so that importing them does not load timm
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from mammut_video.errors import ConfigError
+from mammut_video.video.normalization import CLIP_MEAN, CLIP_STD
 
 
 class ClipTransform:
@@ -54,7 +49,7 @@ class ClipTransform:
         hflip: bool = True,
     ) -> None:
         if len(mean) != 3 or len(std) != 3:
-            raise ValueError(f"mean and std need 3 values (RGB), got {mean!r} and {std!r}")
+            raise ConfigError(f"mean and std need 3 values (RGB), got {mean!r} and {std!r}")
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
@@ -82,9 +77,9 @@ class ClipTransform:
         if clip.dim() == 3:
             clip = clip[None]
         if clip.dim() != 4 or clip.shape[-1] != 3:
-            raise ValueError(f"expected uint8 frames (T, H, W, 3), got {tuple(clip.shape)}")
+            raise ConfigError(f"expected uint8 frames (T, H, W, 3), got {tuple(clip.shape)}")
         if clip.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 frames, got {clip.dtype} (pass read_clip's output)")
+            raise ConfigError(f"expected uint8 frames, got {clip.dtype} (pass read_clip's output)")
         frames = self.transform(clip.permute(0, 3, 1, 2))  # (T, C, h, w), float
         return frames.permute(1, 0, 2, 3).contiguous()
 

@@ -1,0 +1,40 @@
+"""The errors mammut-video raises on purpose, under one base class.
+
+Every failure that depends on the user's input (a file, a folder, an option, a checkpoint)
+raises a subclass of :class:`MammutVideoError` whose message is one line naming what is at
+fault. The command line catches this one class, prints the message and exits with status 2;
+anything else is a bug and keeps its traceback. Light module: imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+
+class MammutVideoError(Exception):
+    """Base class of every error the package raises on purpose (one-line message)."""
+
+
+class ConfigError(MammutVideoError, ValueError):
+    """An option or setting that cannot be used as given (a value out of range, a conflict)."""
+
+
+class MissingFileError(MammutVideoError, FileNotFoundError):
+    """A file or folder the user named (or a checkpoint names) does not exist."""
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum``; otherwise :class:`ConfigError`.
+
+    The one check of counts (frames, batch sizes, workers, limits) used by the library's
+    settings classes and by the command line's argument types (which pass ``name=""``: argparse
+    names the option itself). A string of digits is accepted and converted.
+    """
+    if isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected a whole number, got {value!r}".lstrip(": ")) from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: expected a whole number, got {value!r}".lstrip(": "))
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}".lstrip())
+    return value
