@@ -1,5 +1,13 @@
-# Set-up for a fresh machine: `make test` or `make demo`. Both reuse .venv on a second run.
+# Set-up for a fresh machine: `make test` or `make demo`. Both reuse .venv on a second run
+# (`make clean` first after changing TORCH or PIP_OPTS).
 PYTHON ?= python3
+# The torch requirement, installed first and pinned again in the same pip command as the project:
+# a torch resolved through another package (the newest torchvision pins the newest torch) would pull
+# several GB of CUDA wheels. torch==2.13.0 is the CPU wheel on this project's build machines.
+TORCH ?= torch==2.13.0
+# Extra pip options, e.g. PyTorch's CPU wheel index on a machine without a GPU:
+#   make test TORCH="torch==2.9.1" PIP_OPTS="--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple"
+PIP_OPTS ?=
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -10,11 +18,9 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# torch goes in first and pinned: `torch==2.13.0` takes the local CPU wheel, while letting
-# pip resolve torch through another package would pull several GB of CUDA wheels.
 $(STAMP): $(PY) pyproject.toml
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test]" "torch==2.13.0"
+	$(PIP) install -q $(PIP_OPTS) "$(TORCH)"
+	$(PIP) install -q $(PIP_OPTS) -e ".[test]" "$(TORCH)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,3 +1,3 @@
-from mammut_video.cli import main
+from mammut_video.commands import main
 
 raise SystemExit(main())

@@ -6,12 +6,17 @@ the ``realdata`` fixture, which skips cleanly when the folder is absent.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REALDATA = REPO_ROOT.parent / "shared" / "realdata"
+
+# Subprocesses (torchrun, `python -m mammut_video`, scripts) import this checkout's package, not
+# whatever copy an editable install elsewhere points at.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
 
 
 @pytest.fixture(scope="session")

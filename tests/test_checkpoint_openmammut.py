@@ -5,13 +5,18 @@ LAION-AI/open_clip_mammut (mammut_model.py / transformer.py), written out below.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
-import pytest
 from torch import nn
 
 import mammut_video  # noqa: F401  (torchvision guard before open_clip)
-from mammut_video.checkpoint import CheckpointError, from_openmammut, load_model, save_pretrained
+from mammut_video.checkpoint import (
+    CheckpointError,
+    from_openmammut,
+    load_model,
+    save_pretrained,
+)
 
 VOCAB, CTX, WIDTH, LAYERS, RATIO = 500, 16, 128, 4, 2
 V_WIDTH, V_LAYERS, PATCH, IMAGE = 128, 2, 16, 64
@@ -360,7 +365,7 @@ def test_quick_gelu_applies_to_both_towers(tmp_path):
 def test_convert_command_takes_the_openmammut_options(tmp_path, capsys):
     from open_clip.transformer import QuickGELU
 
-    from mammut_video.cli import main
+    from mammut_video.commands import main
 
     torch.manual_seed(6)
     ref = RefMammut(act=QuickGELU, layers=6, ratio=2, upstream=True, pooling="avg", pad_mask=True).eval()
@@ -373,7 +378,7 @@ def test_convert_command_takes_the_openmammut_options(tmp_path, capsys):
     _compare(load_model(out), ref, check_scale=False)
     assert main(["info", str(out)]) == 0
     assert "contrastive pooling avg, pad-masked attention" in capsys.readouterr().out
-    assert main(args + ["--cross-attn-ratio", "4"]) == 1
+    assert main(args + ["--cross-attn-ratio", "4"]) == 2
     assert "cross_attn_ratio 4" in capsys.readouterr().err
     for option in (["--text-pad-mask"], ["--text-heads", "2"], ["--text-pooling", "avg"], ["--quick-gelu"]):
         assert main(["convert", "--from", "timm", str(path), "--out", str(out)] + option) == 2
@@ -390,7 +395,7 @@ def test_convert_command_takes_the_openmammut_options(tmp_path, capsys):
     "text.text_projection",
 ])
 def test_missing_keys_are_named_as_in_the_file(reference, tmp_path, capsys, key):
-    from mammut_video.cli import main
+    from mammut_video.commands import main
 
     sd = dict(reference.state_dict())
     del sd[key]
@@ -399,7 +404,7 @@ def test_missing_keys_are_named_as_in_the_file(reference, tmp_path, capsys, key)
         from_openmammut(tmp_path / "holey.pt")
     msg = str(info.value)
     assert "holey.pt" in msg and f"    {key}\n" in msg + "\n", msg
-    assert main(["convert", "--from", "openmammut", str(tmp_path / "holey.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", "--from", "openmammut", str(tmp_path / "holey.pt"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert key in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()

@@ -8,7 +8,7 @@ import torch
 
 import mammut_video  # noqa: F401  (torchvision guard before timm/open_clip)
 from mammut_video.checkpoint import CheckpointError, from_open_clip, from_timm
-from mammut_video.cli import main
+from mammut_video.commands import main
 from mammut_video.model.tubes import inflate_kernel
 
 
@@ -110,7 +110,7 @@ def test_convert_and_info_commands(tmp_path, capsys):
     info = capsys.readouterr().out
     assert "weights from: timm" in info and "vit.pth" in info and "tokenizer:" in info
     assert "vision trunk (ViT)" in info
-    assert main(["convert", "--from", "timm", str(tmp_path / "missing.pth"), "--out", str(out)]) == 1
+    assert main(["convert", "--from", "timm", str(tmp_path / "missing.pth"), "--out", str(out)]) == 2
     assert "missing.pth" in capsys.readouterr().err
 
 
@@ -183,7 +183,7 @@ def test_open_clip_missing_key_is_one_error_in_the_files_names(tmp_path, capsys,
     with pytest.raises(CheckpointError) as info:
         from_open_clip(tmp_path / "holey.pt")
     assert "holey.pt" in str(info.value) and key in str(info.value), str(info.value)
-    assert main(["convert", "--from", "open_clip", str(tmp_path / "holey.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", "--from", "open_clip", str(tmp_path / "holey.pt"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert key in err and "Traceback" not in err
 
@@ -204,16 +204,16 @@ def test_convert_never_prints_a_traceback(tmp_path, capsys, monkeypatch):
     sd = _open_clip_model().state_dict()
     sd["visual.positional_embedding"] = torch.zeros(17)  # 1-D: not a position table
     torch.save(sd, tmp_path / "odd.pt")
-    assert main(["convert", "--from", "open_clip", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", "--from", "open_clip", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "visual.positional_embedding has shape (17,)" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    assert main(["convert", "--from", "openmammut", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "o")]) == 1
+    assert main(["convert", "--from", "openmammut", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "junk.pt" in capsys.readouterr().err
 
     def boom(*args, **kwargs):
         raise IndexError("tuple index out of range")
 
-    monkeypatch.setattr(convert_module, "convert", boom)  # whatever a future source file trips over
-    assert main(["convert", "--from", "timm", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "o")]) == 1
+    monkeypatch.setitem(convert_module.CONVERTERS, "timm", boom)  # whatever a future source file trips over
+    assert main(["convert", "--from", "timm", str(tmp_path / "odd.pt"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "odd.pt: cannot convert (IndexError: tuple index out of range)" in err and "Traceback" not in err

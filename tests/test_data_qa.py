@@ -6,8 +6,14 @@ from collections import Counter
 import pytest
 
 import mammut_video  # noqa: F401
-from mammut_video.data import (AnnotationError, DatasetNotFoundError, load_qa, question_type, read_youtube_mapping,
-                               train_answers)
+from mammut_video.data import (
+    AnnotationError,
+    DatasetNotFoundError,
+    load_qa,
+    question_type,
+    read_youtube_mapping,
+    train_answers,
+)
 from mammut_video.data.synthetic import make_synthetic
 
 

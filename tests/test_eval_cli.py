@@ -6,8 +6,10 @@ import argparse
 
 import pytest
 
-from mammut_video.cli import build_parser, main
-from mammut_video.eval.cli import TASK_NAMES
+from mammut_video.commands import build_parser, main
+from mammut_video.eval.registry import TASKS
+
+TASK_NAMES = tuple(TASKS)
 
 
 def _help(capsys: pytest.CaptureFixture, *argv: str) -> str:

@@ -19,19 +19,19 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     from pathlib import Path
-    from mammut_video.eval.distributed import init_distributed
-    from mammut_video.eval.runner import EvalOptions, run_eval
+    from mammut_video.eval.predictions import PredictionStore
+    from mammut_video.runtime.distributed import init_distributed
+    from mammut_video.runtime.loop import run_sharded
 
-    class Task:
-        key, unit_name = "question_id", "question"
-        def units(self): return []
-        def settings(self): return {}
-        def score(self, model, records): raise ValueError("METEOR's Java process died")
+    def score():
+        raise ValueError("METEOR's Java process died")
 
     out = Path(sys.argv[1])
     ctx = init_distributed("cpu")
     try:
-        run_eval(Task(), None, ctx, EvalOptions(out / "eval", 1, progress=False), None)
+        store = PredictionStore(out, "question_id", ctx.rank, ctx.world_size)
+        run_sharded([], lambda units: iter(()), store, ctx, desc="eval", show_progress=False)
+        ctx.on_main(score)
         result = ["returned", ""]
     except Exception as err:
         result = [type(err).__name__, str(err)]
@@ -48,7 +48,7 @@ def test_a_failure_in_rank_0_scoring_stops_every_rank(tmp_path: Path) -> None:
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=90,
-                              env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+                              env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
     except subprocess.TimeoutExpired:
         pytest.fail("rank 1 kept waiting after rank 0 failed")
     assert proc.returncode == 0, proc.stderr[-3000:]

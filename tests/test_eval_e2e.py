@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mammut_video.cli import main
+from mammut_video.commands import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -151,8 +151,11 @@ def test_clear_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "nope not found" in capsys.readouterr().err
     assert main(base + ["--data-root", str(tmp_path / "nodata"), "--checkpoint", str(setup["ckpt"])]) == 2
     assert "data root" in capsys.readouterr().err
-    assert main(base + ["--data-root", str(setup["msrvtt"]), "--checkpoint", str(setup["ckpt"]), "--split", "bogus"]) == 2
-    assert "bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused while parsing, before any file is searched
+        main(base + ["--data-root", str(setup["msrvtt"]), "--checkpoint", str(setup["ckpt"]), "--split", "bogus"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "bogus" in err and "train, val (or validate) or test" in err and len(err.strip().splitlines()) == 1
     assert main(base + ["--data-root", str(setup["msvd"]), "--checkpoint", str(setup["ckpt"])]) == 2
     err = capsys.readouterr().err
     assert "test_qa.json" in err or "msrvtt" in err.lower()

@@ -7,7 +7,12 @@ import torch
 
 import mammut_video  # noqa: F401  (torchvision guard before timm)
 from mammut_video.model import create_model, get_preset
-from mammut_video.model.tubes import active_tubes, bilinear_matrix, inflate_kernel, num_tokens
+from mammut_video.model.tubes import (
+    active_tubes,
+    bilinear_matrix,
+    inflate_kernel,
+    num_tokens,
+)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +29,7 @@ def tiny():
 
 @pytest.mark.parametrize("frames,expected", [(1, 197), (8, 295), (16, 295), (32, 540), (64, 1177)])
 def test_b16_token_counts(frames, expected):
-    # 32 frames: a 2x7x7 + b 3x7x7 + c 2x7x7 + image 14x14 = 539, + CLS (DESIGN.md §2.1).
+    # 32 frames: a 2x7x7 + b 3x7x7 + c 2x7x7 + image 14x14 = 539, + CLS (docs/architecture.md, "Tubes").
     # 8/16 frames: tube b (16 frames at offset 4) does not fit and is skipped.
     # 64 frames: a 4x7x7 + b 8x7x7 + c 4x7x7 + image 2x14x14 = 1176, + CLS.
     tubes = get_preset("mammut-video-B-16").vision.tubes

@@ -1,12 +1,14 @@
-"""``mammut-video convert`` (import foreign weights) and ``mammut-video info`` (describe a checkpoint)."""
+"""``mammut-video convert``: import timm / open_clip / openMaMMUT weights into a checkpoint directory."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from mammut_video.argtypes import positive_int
+from mammut_video.commands.args import add_verbosity, positive_int
+from mammut_video.errors import ConfigError
+
+RESUMABLE = False
 
 
 def add_parser(subparsers: Any) -> None:
@@ -58,15 +60,8 @@ def add_parser(subparsers: Any) -> None:
     act.add_argument("--gelu", dest="quick_gelu", action="store_false",
                      help="open_clip / openmammut: the towers use exact GELU (open_clip's own trainings and "
                           "openMaMMUT; the default)")
-    p.set_defaults(func=run_convert)
-
-    q = subparsers.add_parser(
-        "info",
-        help="describe a mammut-video checkpoint: preset, parameters, tokenizer, provenance",
-        description="Print the preset, parameter counts per part, tokenizer and where the weights came from.",
-    )
-    q.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (written by save_pretrained / convert)")
-    q.set_defaults(func=run_info)
+    add_verbosity(p)
+    p.set_defaults(run=run_convert)
 
 
 # options that only some sources take: option -> (importer keyword, sources)
@@ -81,105 +76,31 @@ _SOURCE_OPTIONS = {
 
 
 def _importer_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given on the command line as importer keywords; ValueError for a source that has none."""
+    """The options given on the command line as importer keywords; ConfigError for a source that has none."""
     kwargs = {}
     for option, (name, sources) in _SOURCE_OPTIONS.items():
         value = getattr(args, name)
         if value is None:
             continue
         if args.source not in sources:
-            raise ValueError(f"{option} applies to --from {' / '.join(sources)} only")
+            raise ConfigError(f"{option} applies to --from {' / '.join(sources)} only")
         kwargs[name] = value
     return kwargs
 
 
 def run_convert(args: argparse.Namespace) -> int:
     from mammut_video.checkpoint.convert import convert
-    from mammut_video.checkpoint.files import CheckpointError
     from mammut_video.checkpoint.pretrained import check_output_dir, save_pretrained
 
-    try:
-        kwargs = _importer_kwargs(args)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        check_output_dir(args.out)  # before the (slow) conversion
-        model = convert(args.source, args.src, preset=args.preset, **kwargs)
-        save_pretrained(model, args.out)
-    except (CheckpointError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except Exception as exc:  # a source file nobody anticipated: one line, never a traceback
-        print(f"error: {args.src}: cannot convert ({type(exc).__name__}: {exc})", file=sys.stderr)
-        return 1
+    kwargs = _importer_kwargs(args)
+    check_output_dir(args.out)  # before the (slow) conversion
+    model = convert(args.source, args.src, preset=args.preset, **kwargs)
+    save_pretrained(model, args.out)
     prov = model.provenance
     print(f"converted {args.source} weights {args.src} -> {args.out}")
-    print(f"  model: {model.config.name}  ({_count(model) / 1e6:.1f}M parameters)")
+    print(f"  model: {model.config.name}  ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters)")
     for part in prov.get("fresh", []):
         print(f"  freshly initialised (not in the source): {part}")
     for note in prov.get("notes", []):
         print(f"  note: {note}")
-    return 0
-
-
-def _count(module: Any) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def describe(path: str) -> list[str]:
-    """Lines printed by ``info`` (reads config.json and the safetensors header only)."""
-    import json
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    from mammut_video.checkpoint.pretrained import WEIGHTS_FILE, read_checkpoint_config
-
-    meta = read_checkpoint_config(path)
-    cfg, prov = meta["model"], meta.get("provenance") or {}
-    parts: dict[str, int] = {}
-    with safe_open(str(Path(path) / WEIGHTS_FILE), framework="pt") as f:
-        for key in f.keys():
-            n = 1
-            for d in f.get_slice(key).get_shape():
-                n *= d
-            group = ".".join(key.split(".")[:2]) if key.startswith(("visual.", "text.")) else key
-            group = {"visual.trunk": "vision trunk (ViT)", "visual.tubes": "video tubes", "visual.proj": "visual proj"}.get(
-                group, "text decoder" if group.startswith("text.") else group)
-            parts[group] = parts.get(group, 0) + n
-    v, t = cfg.get("vision", {}), cfg.get("text", {})
-    lines = [
-        f"checkpoint: {path}",
-        f"preset: {cfg.get('name', '?')}",
-        f"vision: {v.get('timm_model')} {json.dumps(v.get('timm_kwargs') or {})} width {v.get('width')}, "
-        f"patch {v.get('patch_size')}, image {v.get('image_size')}px, tubes "
-        + ", ".join(f"{tb['name']}{tuple(tb['kernel'])}" for tb in v.get("tubes", [])),
-        f"text decoder: width {t.get('width')}, {t.get('layers')} layers, {t.get('heads')} heads, "
-        f"cross-attention every {t.get('cross_attn_ratio')} layers, vocab {t.get('vocab_size')}, "
-        f"context {t.get('context_length')}, contrastive pooling {t.get('pooling', 'avg_all')}"
-        + (", pad-masked attention" if t.get("pad_mask") else ""),
-        f"embed dim: {cfg.get('embed_dim')}, frames: {cfg.get('num_frames')}",
-        f"tokenizer: {json.dumps(cfg.get('tokenizer'))}",
-        f"parameters: {sum(parts.values()):,} total",
-    ]
-    lines += [f"  {name}: {n:,}" for name, n in sorted(parts.items(), key=lambda kv: -kv[1])]
-    lines.append(f"weights from: {prov.get('source', 'unknown')}")
-    for key in ("path", "sha256", "file_bytes", "preset", "converted_at", "saved_at", "converter"):
-        if prov.get(key) is not None:
-            lines.append(f"  {key}: {prov[key]}")
-    lines += [f"  fresh: {part}" for part in prov.get("fresh", [])]
-    lines += [f"  note: {note}" for note in prov.get("notes", [])]
-    return lines
-
-
-def run_info(args: argparse.Namespace) -> int:
-    from mammut_video.checkpoint.files import CheckpointError
-
-    try:
-        lines = describe(args.checkpoint)
-    except (CheckpointError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print("\n".join(lines))
     return 0

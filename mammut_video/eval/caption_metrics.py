@@ -12,11 +12,13 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from mammut_video.errors import ConfigError, MammutVideoError
+
 SPICE_UNAVAILABLE = "unavailable (needs Stanford CoreNLP models downloaded at first use)"
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
 
-class CaptionMetricsError(RuntimeError):
+class CaptionMetricsError(MammutVideoError):
     """Caption scoring cannot run: no Java, or pycocoevalcap's Java tools failed."""
 
 
@@ -47,11 +49,11 @@ def caption_metrics(
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     if not references:
-        raise ValueError("no reference captions to score against")
+        raise ConfigError("no reference captions to score against")
     require_java()
     empty = [k for k, caps in references.items() if not caps]
     if empty:
-        raise ValueError(f"videos without reference captions: {empty[:5]}")
+        raise ConfigError(f"videos without reference captions: {empty[:5]}")
     keys = list(references)
     try:
         tokenizer = PTBTokenizer()

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from mammut_video.errors import ConfigError
+
 
 def _gt_ranks(sim: torch.Tensor, gt: Sequence[Sequence[int]]) -> torch.Tensor:
     """1-based rank of the best-placed ground-truth column for each row.
@@ -53,10 +55,10 @@ def retrieval_metrics(
     num_texts, num_videos = sim.shape
     if text_to_video is None:
         if num_texts != num_videos:
-            raise ValueError(f"similarity is {num_texts}x{num_videos}: pass text_to_video for a non-square matrix")
+            raise ConfigError(f"similarity is {num_texts}x{num_videos}: pass text_to_video for a non-square matrix")
         text_to_video = list(range(num_texts))
     if len(text_to_video) != num_texts:
-        raise ValueError(f"text_to_video has {len(text_to_video)} entries for {num_texts} texts")
+        raise ConfigError(f"text_to_video has {len(text_to_video)} entries for {num_texts} texts")
     t2v = _gt_ranks(sim, [[v] for v in text_to_video])
     video_texts: list[list[int]] = [[] for _ in range(num_videos)]
     for t, v in enumerate(text_to_video):

@@ -1,4 +1,4 @@
-"""The three evaluations as tasks for :func:`mammut_video.eval.runner.run_eval`.
+"""The evaluations as tasks: each turns its split into clip units, predicts, scores and reports.
 
 - :class:`QATask`: open-ended VideoQA, ``generate`` (decode an answer) or ``rank`` (pick the
   candidate answer with the highest decoder likelihood); questions are grouped by clip so
@@ -6,22 +6,48 @@
 - :class:`CaptionTask`: one generated caption per video, scored with pycocoevalcap.
 - :class:`RetrievalTask`: contrastive video embeddings, text embeddings of the captions,
   text->video and video->text ranks.
+
+Every task offers what :func:`mammut_video.eval.evaluate` needs: ``key`` (the record field
+naming an item), ``unit_name``, ``units()``, ``predict()``, ``failed()``, ``settings()`` (what,
+besides checkpoint, data and frames, decides its predictions), ``score()`` and ``rows()`` (its
+lines of the report table). Which task runs for which benchmark name is in
+:mod:`mammut_video.eval.registry`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from mammut_video.data.files import AnnotationError
+from mammut_video.errors import ConfigError, check_int
 from mammut_video.eval.caption_metrics import caption_metrics
 from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy
 from mammut_video.eval.retrieval_metrics import retrieval_metrics
-from mammut_video.eval.runner import ClipUnit
+
+Row = tuple[str, str]
+
+
+@dataclass
+class ClipUnit:
+    """One clip to decode (``video`` between ``start`` and ``end`` seconds) and the item keys it serves."""
+
+    video: Path
+    video_id: str
+    keys: list[str]
+    start: float | None = None
+    end: float | None = None
+    missing: bool = False  # the file is not on disk: its items are failed without decoding
+
+    def restrict(self, keys: list[str]) -> ClipUnit:
+        return dataclasses.replace(self, keys=list(keys))
 
 
 def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int], questions: Sequence[str],
@@ -58,19 +84,11 @@ def answer_list_identity(candidates: Sequence[str]) -> dict:
     return {"count": len(candidates), "sha256": digest}
 
 
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
-
-
 def _first(records: Sequence[Any], limit: int | None) -> list:
     """The first ``limit`` records (all when ``limit`` is None; 0 is not "all")."""
     if limit is None:
         return list(records)
-    if limit < 1:
-        raise ValueError(f"limit must be at least 1 (or None for every item), got {limit}")
-    return list(records[:limit])
+    return list(records[: check_int(limit, "limit")])
 
 
 def _clip_key(record: Any) -> tuple:
@@ -86,10 +104,11 @@ class QATask:
     def __init__(self, split: Any, protocol: str = "generate", candidates: Sequence[str] | None = None,
                  question_batch: int = 64, limit: int | None = None, rank_batch: int = 256):
         if protocol not in ("generate", "rank"):
-            raise ValueError(f"unknown QA protocol {protocol!r}: use 'generate' or 'rank'")
+            raise ConfigError(f"unknown QA protocol {protocol!r}: use 'generate' or 'rank'")
         if protocol == "rank" and not candidates:
-            raise ValueError("the rank protocol needs candidate answers (training answers or --answer-list)")
-        _check_positive(question_batch=question_batch, rank_batch=rank_batch)
+            raise ConfigError("the rank protocol needs candidate answers (training answers or --answer-list)")
+        check_int(question_batch, "question_batch")
+        check_int(rank_batch, "rank_batch")
         self.split = split
         self.protocol = protocol
         self.candidates = list(dict.fromkeys(candidates or []))  # unique, order kept
@@ -155,6 +174,15 @@ class QATask:
         preds = {k: rec["prediction"] for k, rec in records.items() if rec.get("prediction") is not None}
         return qa_accuracy(refs, preds)
 
+    @staticmethod
+    def rows(metrics: dict) -> list[Row]:
+        """Accuracy overall and per question type, in per cent with the counts."""
+        rows = [("accuracy", f"{metrics['accuracy']:.2f}  ({metrics['correct']}/{metrics['total']})")]
+        rows += [(f"  {t}", f"{m['accuracy']:.2f}  ({m['correct']}/{m['total']})")
+                 for t, m in metrics["per_type"].items()]
+        rows.append(("no prediction", str(metrics["missing"])))
+        return rows
+
 
 class CaptionTask:
     """Captioning over every video of a loaded ``CaptionSplit``."""
@@ -190,6 +218,13 @@ class CaptionTask:
         metrics = caption_metrics(refs, preds, meteor=self.meteor)
         return {"scores": metrics, "total": len(refs), "captioned": sum(1 for k in refs if k in preds),
                 "missing": sum(1 for k in refs if k not in preds)}
+
+    @staticmethod
+    def rows(metrics: dict) -> list[Row]:
+        """Each caption metric (x100, as papers report them) and how many videos were captioned."""
+        rows = [(name, f"{100 * v:.2f}" if isinstance(v, float) else str(v)) for name, v in metrics["scores"].items()]
+        rows.append(("videos", f"{metrics['captioned']}/{metrics['total']} captioned"))
+        return rows
 
 
 class RetrievalTask:
@@ -239,3 +274,14 @@ class RetrievalTask:
         metrics = retrieval_metrics(sim, text_to_video)
         metrics.update(total=len(self.records), embedded=int(have.sum()), missing=int((~have).sum()))
         return metrics
+
+    @staticmethod
+    def rows(metrics: dict) -> list[Row]:
+        """R@1/5/10, median and mean rank in each direction, and how many videos were embedded."""
+        rows = []
+        for direction, name in (("text_to_video", "t->v"), ("video_to_text", "v->t")):
+            m = metrics[direction]
+            recalls = "  ".join(f"{k} {v:.1f}" for k, v in m.items() if k.startswith("R@"))
+            rows.append((name, f"{recalls}  MdR {m['median_rank']:.1f}  MnR {m['mean_rank']:.1f}"))
+        rows.append(("videos", f"{metrics['embedded']}/{metrics['total']} embedded"))
+        return rows

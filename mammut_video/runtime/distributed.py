@@ -1,37 +1,40 @@
-"""Sharding an evaluation over processes started by ``torchrun`` (env RANK / WORLD_SIZE).
+"""Where this process sits among the processes ``torchrun`` started (env RANK / WORLD_SIZE / LOCAL_RANK).
 
-Each rank evaluates the items ``rank::world_size`` and writes its own predictions file; after
-a barrier rank 0 merges them and computes the metrics, so the result equals a one-process run.
-Work done by rank 0 alone goes through :meth:`DistContext.on_main`, so that when it fails every
-rank stops with its message instead of waiting at a barrier (NCCL) or dying on a closed socket
-(gloo).
+Every long command shards its work with :class:`DistContext`: each rank takes a strided slice
+(:meth:`DistContext.shard`), rank 0 alone merges and reports (:meth:`DistContext.on_main`), and
+small Python values travel with :meth:`DistContext.gather`. Work done by rank 0 alone goes
+through ``on_main`` so that when it fails every rank stops with its message instead of waiting at
+a barrier (NCCL) or dying on a closed socket (gloo). The backend is gloo on the CPU and NCCL on
+GPUs; multi-node runs need nothing more than torchrun's own rendezvous options.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
 
-from mammut_video.argtypes import DEVICE_PATTERN
+from mammut_video.errors import MammutVideoError
+from mammut_video.runtime.devices import resolve_device
 
 T = TypeVar("T")
 
 
-class MainRankError(RuntimeError):
+class MainRankError(MammutVideoError):
     """Raised on the other ranks when work that rank 0 does alone failed (the message says why)."""
 
 
 @dataclass
 class DistContext:
-    """Where this process sits: ``rank`` of ``world_size``, on ``device``."""
+    """This process: ``rank`` of ``world_size``, running on ``device``. Also a context manager that
+    leaves the process group on exit."""
 
     rank: int = 0
     world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @property
     def is_main(self) -> bool:
@@ -51,6 +54,14 @@ class DistContext:
                 torch.distributed.barrier(device_ids=[self.device.index])
             else:
                 torch.distributed.barrier()
+
+    def gather(self, values: list) -> list:
+        """Concatenate a small picklable list from every rank, in rank order (every rank gets it)."""
+        if not self.distributed:
+            return list(values)
+        parts: list[list | None] = [None] * self.world_size
+        torch.distributed.all_gather_object(parts, values)
+        return [v for part in parts for v in (part or [])]
 
     def on_main(self, work: Callable[[], T]) -> T | None:
         """Run ``work`` on rank 0 only and return its result there (None elsewhere).
@@ -77,35 +88,28 @@ class DistContext:
         if self.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
+    def __enter__(self) -> DistContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def init_distributed(device: str | None = None) -> DistContext:
     """Join the process group when started by torchrun, else a single-process context.
 
     device: "cpu", "cuda", "cuda:N" or None (CUDA when available). Under torchrun each rank takes
     GPU ``LOCAL_RANK`` (an index in ``device`` is ignored); the backend is nccl on GPU and gloo on
-    CPU. Raises ValueError for another device string, RuntimeError when CUDA is asked for but absent.
+    CPU. Raises :class:`~mammut_video.errors.ConfigError` for another device string, or when CUDA
+    is asked for but absent.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is not None and DEVICE_PATTERN.fullmatch(device) is None:
-        raise ValueError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {device} asked for, but CUDA is not available")
-    dev = torch.device("cpu")
-    if use_cuda:
-        if world_size > 1:
-            index = local_rank
-        elif device is not None and ":" in device:
-            index = int(device.split(":")[1])
-        else:
-            index = torch.cuda.current_device()
-        if index >= torch.cuda.device_count():
-            raise RuntimeError(f"--device cuda:{index} asked for, but only {torch.cuda.device_count()} GPUs are visible")
-        dev = torch.device("cuda", index)
-    if use_cuda:
+    dev = resolve_device(device, local_rank, distributed=world_size > 1)
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world_size)
     return DistContext(rank=rank, world_size=world_size, device=dev)
