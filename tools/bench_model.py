@@ -8,7 +8,7 @@
 
     - cache: self-attention K/V grow one token per step, cross-attention K/V computed once per clip
       (``generate(use_cache=True)``);
-    - no cache: no key/value cache at all, as open_clip's CoCa/MaMMUT ``generate`` (DESIGN.md §2.5):
+    - no cache: no key/value cache at all, as open_clip's CoCa/MaMMUT ``generate``:
       every step re-runs the decoder on the whole prefix and recomputes the cross-attention K/V from
       the visual tokens (:func:`generate_without_cache`, checked to give the same tokens);
     - prefix re-run: the whole prefix every step, but cross-attention K/V computed once

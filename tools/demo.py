@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import mammut_video as mv
-from mammut_video.cli import main as cli
+from mammut_video.commands import main as cli
 
 
 def run(out: Path, num_videos: int, frames: int) -> int:
