@@ -204,12 +204,33 @@ class TextDecoder(nn.Module):
         past: DecoderCache | None = None,
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecoderCache]:
-        """Generative pass: causal self-attention + cross-attention.
+        """Generative pass with vocabulary logits at EVERY position: (logits (B, L, vocab), cache).
+
+        Arguments as :meth:`generative_states`. Where only some positions are needed (the last one
+        when generating, the labelled ones when training) take the states and apply :meth:`logits`
+        to those positions only: the (B, L, vocab) tensor is the costly part at a 49k vocabulary.
+        """
+        states, cache = self.generative_states(ids, cross_kv, past, valid)
+        return self.logits(states), cache
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Final states (..., W) from :meth:`generative_states` -> vocabulary logits (..., vocab)."""
+        return states @ self.lm_head
+
+    def generative_states(
+        self,
+        ids: torch.Tensor,
+        cross_kv: list[KV],
+        past: DecoderCache | None = None,
+        valid: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, DecoderCache]:
+        """Generative pass: causal self-attention + cross-attention, up to ``ln_final``.
 
         ids (B, L) new tokens; cross_kv from :meth:`cross_kv` (batch B, or 1 to broadcast); ``past``
         the cache of earlier tokens; ``valid`` (B, L) bool marks real tokens (False for left padding,
-        which then neither takes a position nor is attended to). Returns logits (B, L, vocab) and
-        the cache including these tokens.
+        which then neither takes a position nor is attended to). Returns the final states (B, L, W)
+        (after ``ln_final``; :meth:`logits` maps them to the vocabulary) and the cache including
+        these tokens.
         """
         b, n = ids.shape
         if valid is None:
@@ -238,6 +259,5 @@ class TextDecoder(nn.Module):
             new_kv.append(kv)
             if self.has_cross(i):
                 x = self.cross_attn[i // self.cross_attn_ratio].forward_cross(x, cross_kv[i // self.cross_attn_ratio])
-        logits = self.ln_final(x) @ self.lm_head
         cache = DecoderCache(new_kv, key_valid, positions[:, -1] + 1)
-        return logits, cache
+        return self.ln_final(x), cache
