@@ -119,3 +119,18 @@ def test_merge_rank_files_in_dataset_order(tmp_path: Path) -> None:
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(x)["p"] for x in lines] == ["a", "b", "c"]
     assert not list(tmp_path.glob("predictions.rank*.jsonl"))
+
+
+def test_precision_defaults_and_checks() -> None:
+    import torch
+
+    from mammut_video.runtime.precision import autocast, check_precision, default_precision
+
+    assert default_precision(torch.device("cpu")) == "fp32"
+    assert default_precision(torch.device("cuda", 0)) == "bf16"
+    with pytest.raises(ConfigError, match="fp64"):
+        check_precision("fp64")
+    with autocast(torch.device("cpu"), "bf16"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    with autocast(torch.device("cpu"), None):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32

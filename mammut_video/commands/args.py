@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from mammut_video.errors import ConfigError, check_int
 from mammut_video.runtime.devices import check_device_name
+from mammut_video.runtime.precision import PRECISIONS
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -73,6 +74,12 @@ def add_device(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--device", type=device_name, metavar="DEV",
                        help="cpu, cuda or cuda:N; under torchrun each process uses cuda:LOCAL_RANK (default: cuda "
                             "when available, else cpu)")
+
+
+def add_precision(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--precision", choices=PRECISIONS, metavar="P",
+                       help="fp32, bf16 or fp16 (autocast) (default: fp32 on the CPU, where bf16 is several times "
+                            "slower without bf16 instructions; bf16 on CUDA)")
 
 
 def add_batching(group: argparse._ArgumentGroup, batch_size: int = 8, workers: int = 4) -> None:
