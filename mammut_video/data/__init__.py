@@ -47,7 +47,7 @@ _EXPORTS = {
     "AnnotationError": ".files", "DatasetNotFoundError": ".files",
     "VIDEO_EXTENSIONS": ".layout",
     "load_qa": ".qa", "train_answers": ".qa", "find_train_annotations": ".qa", "answer_list": ".qa",
-    "read_qa_annotations": ".qa",
+    "read_qa_annotations": ".qa", "read_answer_file": ".qa",
     "QA_DATASETS": ".qa",
     "load_captions": ".captions", "load_retrieval_1ka": ".captions", "CAPTION_DATASETS": ".captions",
     "read_youtube_mapping": ".msvd",

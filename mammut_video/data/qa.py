@@ -26,14 +26,11 @@ from mammut_video.data.files import (
     AnnotationError,
     DatasetNotFoundError,
     Fields,
+    read_json,
     read_records,
+    reading_errors,
 )
-from mammut_video.data.layout import (
-    VIDEO_EXTENSIONS,
-    VideoIndex,
-    find_annotation,
-    find_video_dir,
-)
+from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, find_annotation, find_video_dir
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
 from mammut_video.errors import ConfigError
@@ -314,3 +311,29 @@ def train_answers(dataset: str, data_root: str | Path | None = None, annotations
     ann = find_qa_annotations(dataset, "train", Path(data_root) if data_root is not None else None,
                               Path(annotations) if annotations is not None else None)
     return answer_list(read_qa_annotations(ann, "train"), top_k)
+
+
+def read_answer_file(path: str | Path) -> list[str]:
+    """Candidate answers from a file: a JSON list of strings (``.json``) or one answer per line; blanks dropped.
+
+    Raises :class:`ConfigError` when the file is not there, :class:`AnnotationError` naming the file
+    (and the entry) when its content is not a list of answers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    if path.suffix.lower() == ".json":
+        loaded = read_json(path)
+        if not isinstance(loaded, list):
+            raise AnnotationError(path, f"expected a JSON list of answer strings, got {type(loaded).__name__} "
+                                        "(a file not ending in .json is read as one answer per line)")
+        for i, a in enumerate(loaded):
+            if not isinstance(a, str):
+                raise AnnotationError(path, f"entry {i} is {type(a).__name__} {a!r}, expected a string")
+        answers = [a.strip() for a in loaded if a.strip()]
+    else:
+        with reading_errors(path):
+            answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not answers:
+        raise AnnotationError(path, "holds no answers")
+    return answers

@@ -81,29 +81,6 @@ def _load_split(info: TaskInfo, config: EvalConfig) -> Any:
     return data.load_retrieval_1ka(config.split, **where)
 
 
-def read_answer_list(path: Path) -> list[str]:
-    """``--answer-list``: a JSON list of strings (``.json``) or one answer per line; blanks dropped."""
-    from mammut_video.data.files import AnnotationError, read_json, reading_errors
-
-    if not path.is_file():
-        raise ConfigError(f"--answer-list {path}: {'not a file' if path.exists() else 'no such file'}")
-    if path.suffix.lower() == ".json":
-        loaded = read_json(path)
-        if not isinstance(loaded, list):
-            raise AnnotationError(path, f"expected a JSON list of answer strings, got {type(loaded).__name__} "
-                                        "(a file not ending in .json is read as one answer per line)")
-        for i, a in enumerate(loaded):
-            if not isinstance(a, str):
-                raise AnnotationError(path, f"entry {i} is {type(a).__name__} {a!r}, expected a string")
-        answers = [a.strip() for a in loaded if a.strip()]
-    else:
-        with reading_errors(path):
-            answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not answers:
-        raise AnnotationError(path, "holds no answers")
-    return answers
-
-
 def _candidates(info: TaskInfo, options: QAOptions, config: EvalConfig, split: Any) -> tuple[list[str], str]:
     """Candidate answers of the rank protocol and where they came from.
 
@@ -116,8 +93,8 @@ def _candidates(info: TaskInfo, options: QAOptions, config: EvalConfig, split: A
     if options.answer_list is not None:
         path = Path(options.answer_list)
         try:
-            return read_answer_list(path), str(path.resolve())
-        except data.AnnotationError as err:
+            return data.read_answer_file(path), str(path.resolve())
+        except (data.AnnotationError, ConfigError) as err:
             raise ConfigError(f"--answer-list {err}") from None
     try:
         train = data.find_train_annotations(info.dataset, split.annotation_file, config.data_root)
@@ -209,11 +186,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
 
     from mammut_video.checkpoint import read_checkpoint_config
     from mammut_video.eval.caption_metrics import CaptionMetricsError, require_java
-    from mammut_video.eval.predictions import (
-        PredictionStore,
-        merge_predictions,
-        prediction_files,
-    )
+    from mammut_video.eval.predictions import PredictionStore, merge_predictions, prediction_files
     from mammut_video.model import load_model
     from mammut_video.runtime.distributed import init_distributed
     from mammut_video.runtime.loop import run_sharded
