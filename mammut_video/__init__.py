@@ -48,6 +48,11 @@ _EXPORTS = {
     "QAOptions": "mammut_video.eval",
     "CaptionOptions": "mammut_video.eval",
     "RetrievalOptions": "mammut_video.eval",
+    # captions and answers for files
+    "caption_videos": "mammut_video.inference.caption",
+    "CaptionConfig": "mammut_video.inference.caption",
+    "ask": "mammut_video.inference.ask",
+    "AskConfig": "mammut_video.inference.ask",
     # errors
     "MammutVideoError": "mammut_video.errors",
     "ConfigError": "mammut_video.errors",

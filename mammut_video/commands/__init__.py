@@ -23,6 +23,8 @@ from mammut_video.errors import MammutVideoError
 
 # command modules, in the order `--help` lists them
 COMMANDS: dict[str, str] = {
+    "caption": "mammut_video.commands.caption",
+    "ask": "mammut_video.commands.ask",
     "eval": "mammut_video.commands.eval",
     "convert": "mammut_video.commands.convert",
     "info": "mammut_video.commands.info",

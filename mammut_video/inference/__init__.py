@@ -1,0 +1,1 @@
+"""Captions and answers for video files: the library side of ``mammut-video caption`` and ``ask``."""
