@@ -294,8 +294,9 @@ class Trainer:
             record["grad_norm"] = grad_norm
         else:
             record["skipped"] = "every clip of this step failed to decode"
-        self.schedule.lr_lambdas[0].time_fraction = pos.elapsed / float(cfg.max_time or 1)
-        self.schedule.step()
+        if kept:  # a step whose clips all failed made no update: the schedule waits too
+            self.schedule.lr_lambdas[0].time_fraction = pos.elapsed / float(cfg.max_time or 1)
+            self.schedule.step()
         return record
 
     def _prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
