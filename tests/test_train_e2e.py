@@ -147,6 +147,11 @@ def test_caption_task_validates_with_cider(data: dict, tmp_path: Path) -> None:
     val = _records(out, "val")[-1]
     assert "val_cider" in val and val["val_loss"] > 0
     assert json.loads((out / "settings.json").read_text())["task"] == "caption"
+    assert main(["eval", "custom-caption", "--annotations", str(data["root"] / "test_captions.jsonl"), "--videos",
+                 str(data["root"]), "--checkpoint", str(out / "last"), "--out", str(tmp_path / "eval"),
+                 "--workers", "0", "--no-progress", "--no-meteor"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["task"] == "custom-caption" and "CIDEr" in metrics["metrics"]["scores"]
 
 
 def test_a_run_where_most_clips_fail_stops_with_a_clear_message(data: dict, tmp_path: Path, capsys) -> None:

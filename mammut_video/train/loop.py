@@ -203,7 +203,7 @@ class Trainer:
         enabled = self.config.progress and self.ctx.is_main
         self.bar_seconds = int(self.position.elapsed)
         if self.total_steps is None:
-            bar = progress(int(math.ceil(self.config.max_time or 0)), "finetune", "s", enabled)
+            bar = progress(int(math.ceil(self.config.max_time or 0)), "finetune", "second", enabled)
             bar.update(self.bar_seconds)
         else:
             bar = progress(self.total_steps, "finetune", "step", enabled)
