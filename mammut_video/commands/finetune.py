@@ -20,11 +20,11 @@ from mammut_video.train.config import (
     CONTRASTIVE_KINDS,
     FINETUNE,
     SCRATCH,
+    SPEC_HELP,
     TOKENIZERS,
     parse_duration,
     parse_freeze,
 )
-from mammut_video.train.data import SPEC_HELP
 
 RESUMABLE = True
 

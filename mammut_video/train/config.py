@@ -25,6 +25,12 @@ TASKS = ("qa", "caption")
 FREEZE_PARTS = ("tubes", "vision", "text")
 CONTRASTIVE_KINDS = ("softmax", "focal")
 TOKENIZERS = ("sentencepiece", "clip_bpe")
+# SPEC prefix -> (task, dataset name of the loader)
+BENCHMARKS = {"msrvtt-qa": ("qa", "msrvtt-qa"), "msvd-qa": ("qa", "msvd-qa"),
+              "msrvtt-caption": ("caption", "msrvtt"), "msvd-caption": ("caption", "msvd")}
+SPLIT_NAMES = ("train", "val", "validate", "valid", "validation", "dev", "test")
+SPEC_HELP = ("a custom QA or caption file (.jsonl / .csv / .json, datasets/custom/README.md) or BENCHMARK:DATA_ROOT"
+             "[:SPLIT] with BENCHMARK one of " + ", ".join(BENCHMARKS))
 
 
 @dataclass(frozen=True)

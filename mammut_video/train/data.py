@@ -27,15 +27,10 @@ import torch
 from mammut_video.data.clips import ClipDataset, make_loader
 from mammut_video.data.records import CaptionSplit, QARecord, QASplit
 from mammut_video.errors import ConfigError
+from mammut_video.train.config import BENCHMARKS, SPEC_HELP, SPLIT_NAMES
 
 log = logging.getLogger(__name__)
 
-# SPEC prefix -> (task, dataset name of the loader)
-BENCHMARKS = {"msrvtt-qa": ("qa", "msrvtt-qa"), "msvd-qa": ("qa", "msvd-qa"),
-              "msrvtt-caption": ("caption", "msrvtt"), "msvd-caption": ("caption", "msvd")}
-SPLIT_NAMES = ("train", "val", "validate", "valid", "validation", "dev", "test")
-SPEC_HELP = ("a custom QA or caption file (.jsonl / .csv / .json, datasets/custom/README.md) or BENCHMARK:DATA_ROOT"
-             "[:SPLIT] with BENCHMARK one of " + ", ".join(BENCHMARKS))
 
 
 @dataclass(frozen=True)
