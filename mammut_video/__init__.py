@@ -48,6 +48,10 @@ _EXPORTS = {
     "QAOptions": "mammut_video.eval",
     "CaptionOptions": "mammut_video.eval",
     "RetrievalOptions": "mammut_video.eval",
+    # fine-tuning
+    "finetune": "mammut_video.train",
+    "FinetuneConfig": "mammut_video.train",
+    "FinetuneResult": "mammut_video.train",
     # captions and answers for files
     "caption_videos": "mammut_video.inference.caption",
     "CaptionConfig": "mammut_video.inference.caption",

@@ -83,6 +83,29 @@ def test_retrieval_1ka(synth):
         load_retrieval_1ka("train", data_root=synth["msrvtt"])
 
 
+def test_custom_captions_group_records_by_clip(synth, tmp_path):
+    root = synth["custom"]
+    split = load_captions("custom", "train", data_root=root)  # finds train_captions.jsonl under the root
+    scenes = _scenes(root)
+    assert split.annotation_file.name == "train_captions.jsonl" and not split.missing_videos
+    for r in split.records:
+        rel = r.video.relative_to(root).as_posix()
+        assert r.video_id == rel and r.captions == captions(scenes[rel])
+    # CSV with a segment, a 'captions' list and an extensionless path
+    (tmp_path / "clips").mkdir()
+    shutil.copy(split.records[0].video, tmp_path / "clips" / "a.mp4")
+    csv = tmp_path / "mine.jsonl"
+    csv.write_text('{"video": "clips/a", "caption": "one"}\n{"video": "clips/a", "caption": "two"}\n'
+                   '{"video": "clips/a", "captions": ["three"], "start": 0.5, "end": 1}\n')
+    mine = load_captions("custom", "test", annotations=csv, videos=tmp_path)
+    assert [(r.video_id, r.captions, r.start) for r in mine.records] == [
+        ("clips/a", ["one", "two"], None), ("clips/a@0.5-1", ["three"], 0.5)]
+    assert mine.records[0].video == tmp_path / "clips" / "a.mp4" and not mine.missing_videos
+    csv.write_text('{"video": "clips/a", "caption": " "}\n')
+    with pytest.raises(AnnotationError, match="record 0: no caption"):
+        load_captions("custom", "test", annotations=csv, videos=tmp_path)
+
+
 def test_bad_caption_files_name_the_record(tmp_path):
     path = tmp_path / "test_videodatainfo.json"
     path.write_text(json.dumps({"videos": [{"video_id": "video7010", "split": "test"}]}))

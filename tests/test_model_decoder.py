@@ -115,5 +115,7 @@ def test_contrastive_text_features_do_not_depend_on_video():
     torch.testing.assert_close(a["text_features"], model.encode_text(ids))
     assert not torch.allclose(a["logits"], b["logits"], atol=1e-4)
     assert not torch.allclose(a["image_features"], b["image_features"], atol=1e-4)
-    assert a["logits"].shape == (2, 32, 49408) and a["labels"].shape == (2, 32)
-    assert a["logit_scale"].ndim == 0
+    # no label given: every token after the first is a target, scored from the position before it
+    assert a["logits"].shape == (2 * 31, 49408) and torch.equal(a["targets"], ids[:, 1:].reshape(-1))
+    # returned as its name says: the inverse temperature, exp of the log-space parameter (open_clip)
+    assert a["logit_scale"].ndim == 0 and a["logit_scale"].item() == pytest.approx(1 / 0.07)

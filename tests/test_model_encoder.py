@@ -121,30 +121,42 @@ def test_bilinear_positions_exact_at_cells_and_interpolated_between():
     torch.testing.assert_close(pos[2], (table[0] + table[14]) / 2)
 
 
-def test_video_positions_have_temporal_term(tiny):
-    # the same frame repeated: tokens of the image tube at t = 0 and t = 4 differ only by the time term
+def test_zero_temporal_table_gives_video_tokens_the_image_positions(tiny):
+    # a video model made from image weights starts from the image model's positions: the same frame
+    # repeated gives the image tube's tokens at t = 0 exactly the image's tokens
     frame = torch.randn(1, 3, 1, 112, 112)
-    tubes = [t for t in tiny.visual.tube_specs if t.name == "image"]
-    assert tubes[0].stride[0] == 8
+    assert [t for t in tiny.visual.tube_specs if t.name == "image"][0].stride[0] == 8
     clip = frame.expand(1, 3, 8, 112, 112)
+    assert torch.count_nonzero(tiny.visual.time_embed) == 0 and tiny.visual.time_embed.shape == (8, 192)
     with torch.inference_mode():
         video = tiny.visual.add_positions(tiny.visual.tokenize(clip), 8, 112, 112)
         image = tiny.visual.add_positions(tiny.visual.tokenize(frame), 1, 112, 112)
-    # image tube tokens are the last 49 in both; the video adds sin-cos(t=0) = [0..., 1...]
-    d = video.shape[-1]
-    time0 = torch.cat([torch.zeros(d // 2), torch.ones(d // 2)])
-    torch.testing.assert_close(video[0, -49:], image[0, -49:] + time0, atol=1e-5, rtol=0)
+    assert torch.equal(video[0, -49:], image[0, -49:])
+    assert torch.equal(video[0, 0], image[0, 0])  # CLS
 
 
-def test_every_tube_token_takes_its_centre_position(tiny):
+def test_temporal_table_is_sampled_at_the_centre_frame():
+    # 4 rows, 8-frame clip: frame c reads row coordinate (c + 0.5) * 4 / 8 - 0.5, linearly
+    from mammut_video.model.tubes import linear_matrix
+
+    m = linear_matrix(torch.tensor([0.0, 1.0, 2.0, 3.0, 7.0]), 4, 8)
+    expected = torch.tensor([[1, 0, 0, 0], [0.75, 0.25, 0, 0], [0.25, 0.75, 0, 0], [0, 0.75, 0.25, 0],
+                             [0, 0, 0, 1]], dtype=torch.float64)
+    torch.testing.assert_close(m, expected)
+    assert torch.equal(linear_matrix(torch.arange(8.0), 8, 8), torch.eye(8, dtype=torch.float64))
+
+
+def test_every_tube_token_takes_its_centre_position():
     """Each token's position = the 2D table bilinearly sampled at its tube centre
-    (idx * stride + offset + kernel // 2) + sin-cos of the centre frame; checked against
-    torch's grid_sample and a direct sin-cos, for every tube of the tiny preset."""
+    (idx * stride + offset + kernel // 2) + the temporal table's row of the centre frame; checked
+    against torch's grid_sample and direct indexing, for every tube of the tiny preset."""
     import torch.nn.functional as F
 
-    v = tiny.visual
+    torch.manual_seed(0)
+    v = create_model("mammut-video-tiny").visual
     with torch.no_grad():
         v.trunk.pos_embed.normal_()
+        v.time_embed.normal_()
     t, h, w = 8, 112, 112
     specs = active_tubes(v.tube_specs, t, h, w)
     n = num_tokens(v.tube_specs, t, h, w, cls_token=False)
@@ -152,8 +164,7 @@ def test_every_tube_token_takes_its_centre_position(tiny):
         pos = v.add_positions(torch.zeros(1, n, v.width), t, h, w)[0, 1:].double()
     gh, gw = v.trunk.patch_embed.grid_size
     table = v.trunk.pos_embed[0, 1:].detach().double().T.reshape(1, -1, gh, gw)
-    d = v.width
-    freq = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d // 2))
+    time_table = v.time_embed.detach().double()
     row = 0
     for spec in specs:
         nt, nh, nw = spec.grid(t, h, w)
@@ -166,7 +177,7 @@ def test_every_tube_token_takes_its_centre_position(tiny):
                     where = torch.tensor([[[[2 * cx / w - 1, 2 * cy / h - 1]]]], dtype=torch.float64)
                     spatial = F.grid_sample(table, where, mode="bilinear", padding_mode="border",
                                             align_corners=False)[0, :, 0, 0]
-                    temporal = torch.cat([torch.sin(ct * freq), torch.cos(ct * freq)])
+                    temporal = time_table[ct]
                     torch.testing.assert_close(pos[row], spatial + temporal, atol=1e-5, rtol=0,
                                                msg=f"tube {spec.name} token {(it, ih, iw)}")
                     row += 1

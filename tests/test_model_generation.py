@@ -142,7 +142,7 @@ def test_rank_answers_matches_full_forward(tiny):
     ids = torch.tensor([prompt + answer])
     with torch.no_grad():
         out = tiny(video[1:], ids)
-    lp = out["logits"][0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
+    lp = out["logits"].log_softmax(-1).gather(-1, out["targets"][:, None])[:, 0]  # every position but the last
     expected = lp[len(prompt) - 1:].sum()
     torch.testing.assert_close(scores[1, 1], expected, atol=1e-4, rtol=1e-5)
     torch.testing.assert_close(normed[1, 1], expected / len(answer), atol=1e-4, rtol=1e-5)

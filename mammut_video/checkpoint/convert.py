@@ -164,6 +164,9 @@ def _compare(arch: Arch, model_arch: Arch, preset: str, source: str, checks: tup
     return notes
 
 
+TIME_TABLE_NOTE = "visual.time_embed (temporal positions, zero: videos start with the image positions)"
+
+
 def _fresh_heads(width: int) -> int:
     """Heads for a freshly initialised decoder: open_clip's default, lowered until it divides ``width``."""
     heads = default_heads(width, TEXT_HEAD_WIDTH)
@@ -285,7 +288,7 @@ def from_timm(path: str | os.PathLike, preset: str | None = None, vision_heads: 
     if dropped:
         notes.append(f"classifier head dropped ({', '.join(dropped)})")
     _load_covered(model, ours, lambda k: k.startswith("visual.trunk."), source, _timm_source_name)
-    fresh = ["video tubes (inflated from the patch embedding)", "visual.proj", "text decoder",
+    fresh = ["video tubes (inflated from the patch embedding)", TIME_TABLE_NOTE, "visual.proj", "text decoder",
              "map_viz2txt_kv", "logit_scale"]
     model.provenance = _provenance("timm", path, fresh, notes, preset)
     return model.eval()
@@ -350,9 +353,10 @@ def from_open_clip(
         lambda k: k.startswith("visual.trunk.") and (covered_head or not k.startswith("visual.trunk.norm."))
         or (covered_head and k == "visual.proj"),
         source, clip_source_name)
-    fresh = ["video tubes (inflated from the patch embedding)", "text decoder", "map_viz2txt_kv", "logit_scale"]
+    fresh = ["video tubes (inflated from the patch embedding)", TIME_TABLE_NOTE, "text decoder", "map_viz2txt_kv",
+             "logit_scale"]
     if coca:
-        fresh[1:1] = ["visual.trunk.norm (ln_post)", "visual.proj"]
+        fresh[2:2] = ["visual.trunk.norm (ln_post)", "visual.proj"]
     model.provenance = _provenance("open_clip", path, fresh, notes, preset)
     return model.eval()
 
@@ -443,9 +447,10 @@ def from_openmammut(
         raise CheckpointError(f"{source}: openMaMMUT uses the CLIP BPE tokenizer; preset {preset!r} does not")
     visual, _ = _clip_visual(sd, model.visual.trunk, keep_head=True, source=source)
     ours.update(visual)
-    _load_covered(model, ours, lambda k: not k.startswith("visual.tubes."), source, _mammut_source_name(text.layout))
+    _load_covered(model, ours, lambda k: not k.startswith("visual.tubes.") and k != "visual.time_embed", source,
+                  _mammut_source_name(text.layout))
     notes.append(_layout_note(text))
-    fresh = ["video tubes (inflated from the patch embedding)"]
+    fresh = ["video tubes (inflated from the patch embedding)", TIME_TABLE_NOTE]
     model.provenance = _provenance("openmammut", path, fresh, notes, preset)
     return model.eval()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from mammut_video.checkpoint.files import (
     normal_permissions,
 )
 from mammut_video.checkpoint.strict import load_state_dict_strict
+
+log = logging.getLogger(__name__)
 
 FORMAT = "mammut-video"
 FORMAT_VERSION = 1
@@ -174,10 +177,34 @@ def build_from_config(model_config: dict[str, Any], directory: str | os.PathLike
     return create_model(config)
 
 
+TIME_TABLE = "visual.time_embed"
+
+
+def with_time_table(state_dict: StateDict, model: nn.Module, source: str) -> StateDict:
+    """``state_dict`` with the temporal position table a checkpoint saved before it existed lacks.
+
+    Such a checkpoint was trained with a fixed sin-cos term of the centre frame; the table is set
+    to those values (``sincos_time_table``), so the model gives the outputs it gave then for clips
+    of its ``num_frames`` frames (at other frame counts the rows are sampled linearly in between).
+    Fine-tuning it then learns the table from there.
+    """
+    expected = model.state_dict().get(TIME_TABLE)
+    if expected is None or TIME_TABLE in state_dict:
+        return state_dict
+    from mammut_video.model.tubes import sincos_time_table
+
+    log.info("%s: saved before the learned temporal position table; %s set to the fixed sin-cos values it "
+             "was trained with", source, TIME_TABLE)
+    table = sincos_time_table(*expected.shape).to(expected.dtype)
+    return {**state_dict, TIME_TABLE: table.to(next(iter(state_dict.values())).device)}
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Restore a model saved by :func:`save_pretrained` (eval mode, weights exactly as saved)."""
+    """Restore a model saved by :func:`save_pretrained` (eval mode, weights exactly as saved; a
+    checkpoint older than the temporal position table gets it from :func:`with_time_table`)."""
     meta = read_checkpoint_config(path)
     model = build_from_config(meta["model"], directory=path)
-    load_state_dict_strict(model, read_weights(path, map_location), source=str(Path(path) / WEIGHTS_FILE))
+    source = str(Path(path) / WEIGHTS_FILE)
+    load_state_dict_strict(model, with_time_table(read_weights(path, map_location), model, source), source=source)
     model.provenance = dict(meta.get("provenance") or {})
     return model.to(map_location).eval()

@@ -41,7 +41,8 @@ _OUTPUT = ("Writes to --out: predictions.jsonl (one line per item, appended as i
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
-        help="evaluate a checkpoint on MSRVTT-QA, MSVD-QA, MSR-VTT/MSVD captioning or MSR-VTT 1k-A retrieval",
+        help="evaluate a checkpoint on MSRVTT-QA, MSVD-QA, MSR-VTT/MSVD captioning, MSR-VTT 1k-A retrieval, or "
+             "your own QA / caption set",
         description=wrap(
             "Evaluate a checkpoint on a benchmark split: `mammut-video eval TASK --data-root DIR --checkpoint "
             "CKPT [options]`. Each task has its own options: `mammut-video eval TASK --help`.", _OUTPUT),
@@ -77,7 +78,7 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
                       help=f"folder holding the {info.title} annotations and videos, searched 4 levels deep for "
                            f"{info.files} and for the folder with the videos they name; layouts in {info.readme} "
                            "(default: none; give it or --annotations)")
-    if len(info.splits) > 1:
+    if len(info.splits) != 1:
         data.add_argument("--split", default="test", metavar="SPLIT", type=_split_type(info),
                           help=f"split to evaluate: {info.split_help.removeprefix('expected ')} (default: test)")
     else:
@@ -124,7 +125,7 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
         p.set_defaults(no_meteor=False)
 
     run = p.add_argument_group("run")
-    split_part = "-SPLIT" if len(info.splits) > 1 else f"-{info.splits[0]}"
+    split_part = "-SPLIT" if len(info.splits) != 1 else f"-{info.splits[0]}"
     add_run_dir(run, "predictions.jsonl, settings.json and metrics.json", f"eval/{info.name}{split_part}",
                 "continue an interrupted evaluation in --out: finished items are kept, the rest (and items whose "
                 "clip failed to decode) are evaluated; refused when the checkpoint, data, frames or protocol "

@@ -8,6 +8,9 @@
   one caption per video.
 - MSVD: ``AllVideoDescriptions.txt`` (``#`` header lines, then ``<clip name> <sentence>``),
   split by vid number (1-1200 / 1201-1300 / 1301-1970) through ``youtube_mapping.txt``.
+- custom (JSONL, CSV or a JSON array; ``datasets/custom/README.md``): ``video`` (path relative to
+  the video folder), ``caption`` (one string; several records may caption the same clip) or
+  ``captions`` (a list of strings), optional ``start`` / ``end`` (seconds).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from mammut_video.data.files import (
     Fields,
     read_csv,
     read_json,
+    read_records,
 )
-from mammut_video.data.layout import VideoIndex, find_annotation, find_video_dir, scan
+from mammut_video.data.layout import VideoIndex, custom_video_path, find_annotation, find_video_dir, scan
 from mammut_video.data.msvd import (
     CAPTION_SPLITS,
     MAPPING_FILE,
@@ -31,7 +35,7 @@ from mammut_video.data.msvd import (
 from mammut_video.data.records import CaptionRecord, CaptionSplit
 from mammut_video.errors import ConfigError
 
-CAPTION_DATASETS = ("msrvtt", "msvd")
+CAPTION_DATASETS = ("msrvtt", "msvd", "custom")
 MSRVTT_SPLITS = {"train": "train", "validate": "validate", "val": "validate", "valid": "validate",
                  "validation": "validate", "test": "test"}
 MSVD_SPLITS = {"train": "train", "val": "val", "validate": "val", "valid": "val", "validation": "val",
@@ -113,8 +117,9 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
     """Load a captioning split: one :class:`CaptionRecord` per video with all its references.
 
     Args:
-        dataset: "msrvtt" or "msvd".
-        split: "train", "val"/"validate" or "test".
+        dataset: "msrvtt", "msvd" or "custom".
+        split: "train", "val"/"validate" or "test"; for custom data, the file stem searched for
+            (``{split}_captions.jsonl`` etc.) when ``annotations`` is a folder.
         data_root, annotations, videos: as for :func:`mammut_video.data.load_qa`.
     """
     if dataset not in CAPTION_DATASETS:
@@ -122,6 +127,8 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
     root = Path(data_root) if data_root is not None else None
     ann_arg = Path(annotations) if annotations is not None else None
     video_arg = Path(videos) if videos is not None else None
+    if dataset == "custom":
+        return load_custom_captions(split, root, ann_arg, video_arg)
     if dataset == "msrvtt":
         if split.lower() not in MSRVTT_SPLITS:
             raise ConfigError(f"MSR-VTT caption split {split!r}: expected train, validate (val) or test")
@@ -157,6 +164,57 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
                                    f"{CAPTION_SPLITS[split].start}-{CAPTION_SPLITS[split].stop - 1})")
     video_dir = _video_dir(f"msvd {split} videos", [n for n, _ in items], ann, root, video_arg)
     return _finish("msvd", split, ann, video_dir, items, ".avi")
+
+
+def custom_caption_file_names(split: str) -> list[str]:
+    """Annotation file names tried for a custom caption split, most specific first."""
+    return [f"{split}_captions{ext}" for ext in (".jsonl", ".csv", ".json")] + \
+        [f"captions_{split}{ext}" for ext in (".jsonl", ".csv", ".json")]
+
+
+def read_custom_captions(path: Path) -> list[tuple[str, float | None, float | None, list[str]]]:
+    """(video, start, end, captions) per clip of a custom caption file, in first-seen order;
+    records naming the same clip and segment are merged."""
+    data = read_records(path)
+    if not isinstance(data, list):
+        raise AnnotationError(path, f"expected a list of caption records, got {type(data).__name__}")
+    clips: dict[tuple, list[str]] = {}
+    for i, record in enumerate(data):
+        f = Fields(path, i, record)
+        video = f.str("video")
+        start, end = f.optional_seconds("start"), f.optional_seconds("end")
+        if start is not None and end is not None and end <= start:
+            raise f.error(f"'end' ({end}) must be after 'start' ({start})")
+        if f.has("captions"):
+            texts = f.record["captions"]
+            if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+                raise f.error("field 'captions' must be a list of strings")
+        else:
+            texts = [f.str("caption")]
+        texts = [" ".join(t.split()) for t in texts if t.strip()]
+        if not texts:
+            raise f.error("no caption: 'caption' / 'captions' is blank")
+        clips.setdefault((video, start, end), []).extend(texts)
+    if not clips:
+        raise AnnotationError(path, "holds no caption records")
+    return [(video, start, end, caps) for (video, start, end), caps in clips.items()]
+
+
+def load_custom_captions(split: str, data_root: Path | None, annotations: Path | None,
+                         videos: Path | None) -> CaptionSplit:
+    """A custom caption split (see the module docstring); video paths are relative to ``videos``
+    (default: ``data_root``, else the annotation file's folder)."""
+    ann = _annotation_file(f"custom {split} captions", custom_caption_file_names(split), data_root, annotations)
+    video_dir = videos if videos is not None else data_root if data_root is not None else ann.parent
+    records = []
+    for video, start, end, caps in read_custom_captions(ann):
+        segment = f"@{start or 0:g}-" + ("end" if end is None else f"{end:g}")
+        vid = video if start is None and end is None else video + segment
+        records.append(CaptionRecord(video=custom_video_path(video_dir, video), video_id=vid, captions=caps,
+                                     start=start, end=end))
+    missing = [p for p in dict.fromkeys(r.video for r in records) if not p.is_file()]
+    return CaptionSplit(annotation_file=ann, video_dir=video_dir, missing_videos=missing, dataset="custom",
+                        split=split, records=records)
 
 
 def _find_msvd_mapping(ann: Path, root: Path | None) -> Path | None:

@@ -152,3 +152,14 @@ class VideoIndex:
         if not candidates:
             return self.root / f"{stem}{default_ext}"
         return min(candidates, key=lambda p: (p.suffix.lower() != default_ext, len(p.parts), str(p)))
+
+
+def custom_video_path(video_dir: Path, ref: str) -> Path:
+    """The file a custom annotation's ``video`` names: ``video_dir / ref`` (an absolute ``ref`` as it
+    is); a name without extension that is not a file takes the first video extension that is."""
+    path = video_dir / ref
+    if not path.suffix and not path.is_file():
+        for ext in VIDEO_EXTENSIONS:
+            if path.with_name(path.name + ext).is_file():
+                return path.with_name(path.name + ext)
+    return path

@@ -30,7 +30,7 @@ from mammut_video.data.files import (
     read_records,
     reading_errors,
 )
-from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, find_annotation, find_video_dir
+from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, custom_video_path, find_annotation, find_video_dir
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
 from mammut_video.errors import ConfigError
@@ -197,12 +197,7 @@ class _VideoResolver:
         assert self.video_dir is not None, "bind() a video folder first"
         if self.index is not None:
             return self.index.resolve(stem, self.ext)
-        path = self.video_dir / stem
-        if not path.suffix and not path.is_file():
-            for ext in VIDEO_EXTENSIONS:
-                if path.with_name(path.name + ext).is_file():
-                    return path.with_name(path.name + ext)
-        return path
+        return custom_video_path(self.video_dir, stem)
 
 
 def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:

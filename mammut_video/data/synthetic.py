@@ -14,6 +14,7 @@ Layouts written (``kind`` "all" writes the three side by side under ``out_dir``)
     msvd/MSVD-QA/{train,val,test}_qa.json, youtube_mapping.txt (1,970 names, vid = byte-sorted order)
     msvd/AllVideoDescriptions.txt
     custom/clips/.../*.mp4, custom/{train,val,test}.jsonl   (video paths relative to custom/)
+    custom/{train,val,test}_captions.jsonl                 (custom caption format, 4 captions a clip)
 
 Each dataset folder also holds ``scenes.json``: the generated scene of every video.
 """
@@ -247,14 +248,17 @@ def _custom(root: Path, n: int, frames: int, size: int, seed: int) -> None:
            for split, k in order]
     _write_videos([root / r for r in rel], scenes, frames, size)
     out: dict[str, list[str]] = {s: [] for s in sizes}
+    caption_lines: dict[str, list[str]] = {s: [] for s in sizes}
     for (split, k), path, scene in zip(order, rel, scenes):
         for j, (q, a) in enumerate(questions(scene)):
             rec: dict = {"video": path, "question": q, "answer": a, "id": f"{split}-{k}-{j}"}
             if j % 3 == 2:  # some records name the segment explicitly (here: the whole clip)
                 rec.update(start=0.0, end=frames / FPS)
             out[split].append(json.dumps(rec))
+        caption_lines[split] += [json.dumps({"video": path, "caption": c}) for c in captions(scene)]
     for split, lines in out.items():
         (root / f"{split}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (root / f"{split}_captions.jsonl").write_text("\n".join(caption_lines[split]) + "\n", encoding="utf-8")
     _write_json(root / "scenes.json", {r: asdict(sc) for r, sc in zip(rel, scenes)})
 
 

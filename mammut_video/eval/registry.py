@@ -62,6 +62,14 @@ TASKS: dict[str, TaskInfo] = {t.name: t for t in (
     TaskInfo("msrvtt-retrieval", "retrieval", "msrvtt-1ka", "MSR-VTT 1k-A retrieval",
              "text<->video retrieval on the MSR-VTT 1k-A test set", "datasets/msrvtt/README.md",
              "MSRVTT_JSFUSION_test.csv", ("test",), "1k-A has one split: its 1,000 test videos (test)"),
+    TaskInfo("custom-qa", "qa", "custom", "your own VideoQA set",
+             "open-ended VideoQA accuracy on your own annotations (--annotations FILE --videos DIR)",
+             "datasets/custom/README.md", "{split}.jsonl, {split}.csv, {split}.json (or {split}_qa.*)",
+             (), "any name: the file stem searched for when --annotations is a folder"),
+    TaskInfo("custom-caption", "caption", "custom", "your own captioned videos",
+             "captioning metrics on your own annotations (--annotations FILE --videos DIR)",
+             "datasets/custom/README.md", "{split}_captions.jsonl / .csv / .json (or captions_{split}.*)",
+             (), "any name: the file stem searched for when --annotations is a folder"),
 )}
 
 

@@ -22,7 +22,9 @@ time, cross-attention K/V are computed once per clip (:meth:`TextDecoder.cross_k
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -145,6 +147,7 @@ class TextDecoder(nn.Module):
         self.cross_attn = nn.ModuleList([Block(cfg, cross=True) for _ in range(cfg.layers // cfg.cross_attn_ratio)])
         self.ln_final = nn.LayerNorm(cfg.width)
         self.lm_head = nn.Parameter(torch.empty(cfg.width, cfg.vocab_size))
+        self.grad_checkpointing = False  # recompute each block in the backward pass instead of storing it
         self.init_parameters()
 
     def init_parameters(self) -> None:
@@ -162,6 +165,14 @@ class TextDecoder(nn.Module):
                 nn.init.normal_(block.mlp.c_fc.weight, std=fc_std)
                 nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
         nn.init.normal_(self.lm_head, std=width ** -0.5)
+
+    def run_block(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` (a block's forward), under activation checkpointing when it is on and autograd records."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
 
     def has_cross(self, layer: int) -> bool:
         return layer % self.cross_attn_ratio == 0
@@ -182,7 +193,7 @@ class TextDecoder(nn.Module):
         x = self._embed(ids)
         mask = real_tokens(ids, pad_id)[:, None, None, :] if self.cfg.pad_mask else None  # (B, 1, 1, L)
         for block in self.resblocks:
-            x, _ = block.forward_self(x, None, mask, causal=False)
+            x, _ = self.run_block(block.forward_self, x, None, mask, False)
         return self.ln_final(x)
 
     def forward_contrastive(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
@@ -255,9 +266,10 @@ class TextDecoder(nn.Module):
 
         new_kv: list[KV] = []
         for i, block in enumerate(self.resblocks):
-            x, kv = block.forward_self(x, past.kv[i] if past is not None else None, mask, causal)
+            x, kv = self.run_block(block.forward_self, x, past.kv[i] if past is not None else None, mask, causal)
             new_kv.append(kv)
             if self.has_cross(i):
-                x = self.cross_attn[i // self.cross_attn_ratio].forward_cross(x, cross_kv[i // self.cross_attn_ratio])
+                j = i // self.cross_attn_ratio
+                x = self.run_block(self.cross_attn[j].forward_cross, x, cross_kv[j])
         cache = DecoderCache(new_kv, key_valid, positions[:, -1] + 1)
         return self.ln_final(x), cache

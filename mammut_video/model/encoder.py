@@ -7,6 +7,10 @@ State-dict layout (the checkpoint importer relies on it):
 - ``tubes.{name}.weight/bias``: the other tubes, Conv3d weights (D, 3, kt, kh, kw), inflated
   from the image kernel at construction.
 - ``proj``: (vision_width, embed_dim).
+- ``time_embed``: (num_frames, vision_width), the learned temporal position table, zero at
+  initialisation (TimeSformer's choice): a video's tokens then carry exactly the image model's
+  positions, and fine-tuning learns time. A token takes the table linearly sampled at its tube's
+  centre frame (row ``frame`` when the clip has ``num_frames`` frames). Images (T = 1) skip it.
 
 Head (openMaMMUT, ``pool_type="avg_all"``, ``final_ln_after_pool=True``): the visual tokens are ALL
 tokens incl. CLS after the blocks and BEFORE the final LayerNorm; the embedding is the mean over
@@ -30,7 +34,7 @@ from mammut_video.model.tubes import (
     active_tubes,
     bilinear_matrix,
     inflate_kernel,
-    sincos_1d,
+    linear_matrix,
     tube_centres,
 )
 
@@ -56,9 +60,12 @@ def create_trunk(cfg: VisionConfig) -> nn.Module:
 
 
 class VideoEncoder(nn.Module):
-    """(B, C, T, H, W) float clip (or (B, C, H, W) images) -> visual tokens (B, 1 + N, D) and embedding (B, E)."""
+    """(B, C, T, H, W) float clip (or (B, C, H, W) images) -> visual tokens (B, 1 + N, D) and embedding (B, E).
 
-    def __init__(self, cfg: VisionConfig, embed_dim: int) -> None:
+    ``num_frames``: rows of the temporal position table (the model's clip length).
+    """
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int, num_frames: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.trunk = create_trunk(cfg)
@@ -71,6 +78,7 @@ class VideoEncoder(nn.Module):
             conv = nn.Conv3d(proj.in_channels, proj.out_channels, spec.kernel, spec.stride, bias=proj.bias is not None)
             self.tubes[spec.name] = conv
         self.proj = nn.Parameter(torch.randn(cfg.width, embed_dim) * cfg.width ** -0.5)
+        self.time_embed = nn.Parameter(torch.zeros(num_frames, cfg.width))
         self.inflate_tubes()
         self._pos_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -96,13 +104,15 @@ class VideoEncoder(nn.Module):
                 conv.bias.copy_(proj.bias)
 
     def _positions(self, t: int, h: int, w: int, device: torch.device, dtype: torch.dtype):
-        """(bilinear weights (N, Gh*Gw), temporal sin-cos (N, D) or None) for a (t, h, w) input."""
+        """Sampling weights for a (t, h, w) input: spatial (N, Gh*Gw) over the 2D table and temporal
+        (N, num_frames) over ``time_embed`` (None for an image)."""
         key = (t, h, w, device, dtype)
         if key not in self._pos_cache:
             centres = torch.cat([tube_centres(s, t, h, w) for s in active_tubes(self.tube_specs, t, h, w)])
             grid = self.trunk.patch_embed.grid_size
             spatial = bilinear_matrix(centres[:, 1:], grid, (h, w)).to(device, dtype)
-            temporal = sincos_1d(centres[:, 0], self.width).to(device, dtype) if t > 1 else None
+            frames = self.time_embed.shape[0]
+            temporal = linear_matrix(centres[:, 0], frames, t).to(device, dtype) if t > 1 else None
             self._pos_cache[key] = (spatial, temporal)
         return self._pos_cache[key]
 
@@ -135,7 +145,7 @@ class VideoEncoder(nn.Module):
             cls_pos, grid_pos = table[:1], table[1:]
         pos = spatial @ grid_pos
         if temporal is not None:
-            pos = pos + temporal
+            pos = pos + temporal @ self.time_embed
         tokens = tokens + pos
         cls = trunk.cls_token.expand(tokens.shape[0], -1, -1)
         if cls_pos is not None:
@@ -155,6 +165,10 @@ class VideoEncoder(nn.Module):
         tokens = self.add_positions(self.tokenize(x), t, h, w)
         tokens = self.trunk.patch_drop(tokens)
         tokens = self.trunk.norm_pre(tokens)
+        if self.trunk.grad_checkpointing and torch.is_grad_enabled():
+            from timm.models import checkpoint_seq
+
+            return checkpoint_seq(self.trunk.blocks, tokens)
         return self.trunk.blocks(tokens)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -21,17 +21,23 @@ MAX_LOGIT_SCALE = 100.0
 
 
 def gather_embeddings(video_emb: torch.Tensor, text_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All ranks' embeddings, (B, E) each -> (world * B, E) each, rank order; identity when not distributed.
+    """All ranks' embeddings, (B_r, E) each -> (sum of B_r, E) each, rank order; identity when not distributed.
 
-    Every rank must pass the same B. Only the local rows carry gradient.
+    Ranks may pass different B_r (a clip that failed to decode leaves a batch short). Only the
+    local rows carry gradient.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return video_emb, text_emb
     world, rank = dist.get_world_size(), dist.get_rank()
+    sizes = [torch.zeros(1, dtype=torch.long, device=video_emb.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([video_emb.shape[0]], device=video_emb.device))
+    longest = int(max(sizes))
     gathered = []
     for emb in (video_emb, text_emb):
-        parts = [torch.empty_like(emb) for _ in range(world)]
-        dist.all_gather(parts, emb.detach().contiguous())
+        padded = F.pad(emb.detach(), (0, 0, 0, longest - emb.shape[0])).contiguous()
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        parts = [p[: int(n)] for p, n in zip(parts, sizes)]
         parts[rank] = emb
         gathered.append(torch.cat(parts, dim=0))
     return gathered[0], gathered[1]
@@ -43,14 +49,15 @@ def pair_logits(
     logit_scale: torch.Tensor | float,
     logit_bias: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
-    """Video-text similarity logits (N, N): exp(logit_scale) (clamped to 100) * cos + bias.
+    """Video-text similarity logits (N, N): logit_scale (clamped to 100) * cos + bias.
 
     ``video_emb``, ``text_emb``: (N, E), any norm (L2-normalised here). ``logit_scale`` is the
-    log-space value (CLIP's learnable parameter, init log(1/0.07)). Row i = video i.
+    inverse temperature itself, 1 / tau (what ``MammutVideo.forward`` and open_clip's models
+    return: the exponential of the learnable log-space parameter, init 1 / 0.07). Row i = video i.
     """
     if video_emb.shape != text_emb.shape or video_emb.dim() != 2:
         raise ConfigError(f"video_emb and text_emb must both be (B, E), got {tuple(video_emb.shape)} and {tuple(text_emb.shape)}")
-    scale = torch.as_tensor(logit_scale, dtype=video_emb.dtype, device=video_emb.device).exp().clamp(max=MAX_LOGIT_SCALE)
+    scale = torch.as_tensor(logit_scale, dtype=video_emb.dtype, device=video_emb.device).clamp(max=MAX_LOGIT_SCALE)
     logits = scale * F.normalize(video_emb, dim=-1) @ F.normalize(text_emb, dim=-1).T
     if logit_bias is not None:
         logits = logits + logit_bias
@@ -91,7 +98,7 @@ def focal_contrastive_loss(
         L = -1/B * sum_i sum_j (1 - p_ij)^gamma * log(p_ij),
         p_ij = sigmoid(s_ij) if i == j else 1 - sigmoid(s_ij),   s_ij = v_i . l_j / tau,
 
-    v, l the L2-normalised video and text embeddings and 1 / tau = exp(logit_scale). Every pair
+    v, l the L2-normalised video and text embeddings and 1 / tau = ``logit_scale``. Every pair
     is an independent binary problem (positives on the diagonal), so the video->text and
     text->video directions give the same sum. ``alpha`` (RetinaNet's class weight: alpha on
     positives, 1 - alpha on negatives) is off by default, as in the formula above;
@@ -111,20 +118,35 @@ def focal_contrastive_loss(
     return loss.sum() / logits.shape[0]
 
 
-def caption_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Next-token cross-entropy, mean over supervised tokens.
-
-    ``logits`` (B, L, V) from the generative pass over ``input_ids`` (B, L); ``labels`` (B, L) as
-    built by ``mammut_video.text.build_caption_batch`` / ``build_qa_batch``: the token at each
-    supervised position, ``ignore_index`` elsewhere. Shifted here: logits at position i - 1
-    are scored against ``labels[:, i]``. A batch with no supervised token gives 0 (with grad).
+def next_token_targets(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the next-token loss is taken: ``labels`` (B, L) -> (rows, cols) of the M predicting
+    positions and the (M,) tokens they predict. Position i predicts ``labels[:, i + 1]`` (the
+    shift convention of ``mammut_video.text``), so only positions before a supervised token count.
     """
-    if logits.dim() != 3 or labels.shape != logits.shape[:2]:
-        raise ConfigError(f"logits must be (B, L, V) and labels (B, L), got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    pred = logits[:, :-1].reshape(-1, logits.shape[-1])
-    target = labels[:, 1:].reshape(-1)
-    total = F.cross_entropy(pred.float(), target, ignore_index=ignore_index, reduction="sum")
-    return total / (target != ignore_index).sum().clamp(min=1)
+    rows, cols = torch.nonzero(labels[:, 1:] != ignore_index, as_tuple=True)
+    return (rows, cols), labels[:, 1:][rows, cols]
+
+
+def caption_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy over the supervised tokens (mean, or "sum").
+
+    Two layouts: ``logits`` (M, V) with ``labels`` (M,), the targets of those M positions (what
+    ``MammutVideo.forward`` returns as ``logits`` / ``targets``: only scored positions); or the
+    generative pass over every position, ``logits`` (B, L, V) with ``labels`` (B, L) as built by
+    ``mammut_video.text.build_caption_batch`` / ``build_qa_batch`` (shifted here by
+    :func:`next_token_targets`). A batch with no supervised token gives 0 (with grad).
+    """
+    if logits.dim() == 3 and labels.shape == logits.shape[:2]:
+        where, labels = next_token_targets(labels, ignore_index)
+        logits = logits[where]
+    elif logits.dim() != 2 or labels.shape != logits.shape[:1]:
+        raise ConfigError(f"logits must be (M, V) with labels (M,), or (B, L, V) with labels (B, L); got "
+                          f"{tuple(logits.shape)} and {tuple(labels.shape)}")
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    if reduction == "sum":
+        return total
+    return total / (labels != ignore_index).sum().clamp(min=1)
 
 
 class MammutLoss(nn.Module):
@@ -166,7 +188,9 @@ class MammutLoss(nn.Module):
         labels: torch.Tensor | None,
         logit_bias: torch.Tensor | float | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Embeddings (B, E), log-space ``logit_scale``, decoder ``logits`` (B, L, V), ``labels`` (B, L)."""
+        """Embeddings (B, E), ``logit_scale`` = 1 / tau, decoder ``logits`` and their ``labels`` in either
+        layout of :func:`caption_loss` (``MammutVideo.forward``'s ``logits`` / ``targets``, or
+        (B, L, V) / (B, L))."""
         out: dict[str, torch.Tensor] = {}
         total: torch.Tensor | float = 0.0
         if self.contrastive_weight:

@@ -1,8 +1,9 @@
 """MammutVideo: sparse-tube video encoder + MaMMUT two-pass decoder, and the ``create_model`` factory.
 
 Top-level parameters (openMaMMUT names): ``visual.*`` (see :mod:`.encoder`), ``text.*`` (see
-:mod:`.decoder`), ``map_viz2txt_kv`` (vision_width, text_width), ``logit_scale`` (log space,
-init log(1/0.07)) and, when ``config.logit_bias`` is set, ``logit_bias``.
+:mod:`.decoder`), ``map_viz2txt_kv`` (vision_width, text_width), ``logit_scale`` (the parameter
+is in log space, init log(1/0.07); ``forward`` returns it exponentiated, as open_clip does) and,
+when ``config.logit_bias`` is set, ``logit_bias``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from mammut_video.model.config import MammutVideoConfig
 from mammut_video.model.decoder import KV, TextDecoder
 from mammut_video.model.encoder import VideoEncoder
 from mammut_video.model.generation import generate
+from mammut_video.model.losses import next_token_targets
 from mammut_video.model.presets import get_preset
 
 
@@ -37,7 +39,7 @@ class MammutVideo(nn.Module):
     def __init__(self, config: MammutVideoConfig) -> None:
         super().__init__()
         self.config = config
-        self.visual = VideoEncoder(config.vision, config.embed_dim)
+        self.visual = VideoEncoder(config.vision, config.embed_dim, config.num_frames)
         self.text = TextDecoder(config.text)
         self.map_viz2txt_kv = nn.Parameter(torch.randn(config.vision.width, config.text.width) * config.vision.width ** -0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
@@ -122,31 +124,86 @@ class MammutVideo(nn.Module):
         """Visual tokens (B, N, Dv) -> cross-attention K/V of every cross block, computed once per clip."""
         return self.text.cross_kv(tokens @ self.map_viz2txt_kv)
 
-    def forward(self, video: torch.Tensor, text_ids: torch.Tensor,
-                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, video: torch.Tensor, text_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                contrastive: bool = True) -> dict[str, torch.Tensor]:
         """Both passes on the same ids (MaMMUT), for training.
 
-        video (B, C, T, H, W); text_ids (B, L). ``labels`` (B, L) follow ``mammut_video.text``'s
-        convention: the token at each supervised position, -100 elsewhere (``model.losses.caption_loss``
-        shifts: logits at i - 1 are scored against labels[:, i]). Without ``labels`` every non-pad
-        token is supervised. Returns ``image_features`` (B, E) and ``text_features`` (B, E) (both
-        unnormalised), ``logits`` (B, L, V) from the generative pass over all of ``text_ids``,
-        ``labels`` (B, L), ``logit_scale`` in LOG space (the parameter itself, as the losses take it)
-        and ``logit_bias`` when the model has one.
+        video (B, C, T, H, W); text_ids (B, L), any L up to the context length (a batch padded to
+        its longest row is enough). ``labels`` (B, L) follow ``mammut_video.text``'s convention: the
+        token at each supervised position, -100 elsewhere; without them every non-pad token is
+        supervised. Vocabulary logits are computed only where they are scored: the position
+        before each supervised token. Returns
+
+        - ``logits`` (M, V): next-token logits at those M positions (row-major order), and
+          ``targets`` (M,): the supervised tokens they predict (``model.losses.caption_loss``);
+        - with ``contrastive`` (default): ``image_features`` (B, E) and ``text_features`` (B, E)
+          (unnormalised; the text pass reads the ids padded to the context length, exactly as
+          ``encode_text`` does), ``logit_scale`` = exp(the parameter), as open_clip returns it, and
+          ``logit_bias`` when the model has one. ``contrastive=False`` runs neither the contrastive
+          pass nor the visual pooling head (QA / caption training at contrastive weight 0), so
+          their parameters get no gradient.
         """
         pad_id = self.pad_id
-        tokens, image_features = self.visual(video)
-        text_features = self.text.forward_contrastive(text_ids, pad_id=pad_id)
         if labels is None:
             labels = text_ids.masked_fill(text_ids == pad_id, -100)
         elif labels.shape != text_ids.shape:
             raise ConfigError(f"labels {tuple(labels.shape)} must have the shape of text_ids {tuple(text_ids.shape)}")
-        logits, _ = self.text.forward_generative(text_ids, self.cross_kv(tokens))
-        out = {"image_features": image_features, "text_features": text_features, "logits": logits,
-               "labels": labels, "logit_scale": self.logit_scale}
-        if self.logit_bias is not None:
-            out["logit_bias"] = self.logit_bias
+        tokens = self.visual.forward_tokens(video)
+        states, _ = self.text.generative_states(text_ids, self.cross_kv(tokens))
+        where, targets = next_token_targets(labels)
+        out = {"logits": self.text.logits(states[where]), "targets": targets}
+        if contrastive:
+            out["image_features"] = self.visual.pool(tokens)
+            out["text_features"] = self.text.forward_contrastive(self._full_context(text_ids), pad_id=pad_id)
+            out["logit_scale"] = self.logit_scale.exp()
+            if self.logit_bias is not None:
+                out["logit_bias"] = self.logit_bias
         return out
+
+    def _full_context(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) padded on the right to the context length, as the tokenizer pads them."""
+        missing = self.config.text.context_length - ids.shape[1]
+        return F.pad(ids, (0, missing), value=self.pad_id) if missing > 0 else ids
+
+    # ----------------------------------------------------------------- training helpers
+    def lock(self, vision: bool = False, tubes: bool = False, text: bool = False) -> None:
+        """Freeze parts for training (``requires_grad=False``); what is not named stays as it is.
+
+        ``vision``: the whole video encoder (tubes, ViT, position tables, pooling head);
+        ``tubes``: only the tokenizer: every tube including the image tube (the patch embedding);
+        ``text``: the whole decoder (embeddings, blocks, vocabulary head). ``map_viz2txt_kv`` and
+        ``logit_scale`` stay trainable.
+        """
+        parts: list[nn.Module] = []
+        if vision:
+            parts.append(self.visual)
+        if tubes:
+            parts += [self.visual.tubes, self.visual.trunk.patch_embed]
+        if text:
+            parts.append(self.text)
+        for part in parts:
+            part.requires_grad_(False)
+
+    def unused_parameters(self, num_frames: int, contrastive: bool = True) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) that a training step on clips of ``num_frames`` frames never uses: the tubes
+        too long for such a clip and, without the contrastive pass, the parameters only it uses (the
+        visual pooling head ``ln_post`` / ``proj``, ``logit_scale``, ``logit_bias``; the text side
+        shares every block with the generative pass). DDP needs them frozen or it waits for their
+        gradients."""
+        from mammut_video.model.tubes import active_tubes
+
+        size = self.config.vision.image_size
+        active = {t.name for t in active_tubes(self.visual.tube_specs, num_frames, size, size)}
+        unused = {f"visual.tubes.{name}." for name in self.visual.tubes if name not in active}
+        if not contrastive:
+            unused |= {"visual.trunk.norm.", "visual.proj", "logit_scale", "logit_bias"}
+        return [(n, p) for n, p in self.named_parameters() if n.startswith(tuple(unused))]
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the ViT blocks (timm's ``checkpoint_seq``) and the decoder blocks in the backward
+        pass instead of keeping their activations: less memory, about one more forward of compute."""
+        self.visual.trunk.set_grad_checkpointing(enable)
+        self.text.grad_checkpointing = enable
 
     # ----------------------------------------------------------------- generation
     @contextmanager
@@ -284,10 +341,16 @@ class MammutVideo(nn.Module):
             return scores
 
 
+NESTED_CONFIGS = ("vision", "text")
+
+
 def create_model(name_or_config: str | MammutVideoConfig | dict, **overrides: Any) -> MammutVideo:
     """Build a randomly initialised model from a preset name, a config or a config dict.
 
-    ``overrides`` replace top-level config fields (e.g. ``num_frames=16``, ``tokenizer={...}``).
+    ``overrides`` replace top-level config fields (``num_frames=16``, ``tokenizer={...}``); a dict
+    given for ``vision`` or ``text`` is merged into that part of the config, so
+    ``create_model("mammut-video-tiny", text={"layers": 2})`` keeps the preset's width, vocabulary
+    and the rest (a ``tubes`` list replaces the preset's tubes as a whole).
     """
     if isinstance(name_or_config, str):
         config = get_preset(name_or_config)
@@ -296,5 +359,9 @@ def create_model(name_or_config: str | MammutVideoConfig | dict, **overrides: An
     else:
         config = MammutVideoConfig.from_dict(name_or_config.to_dict())
     if overrides:
-        config = MammutVideoConfig.from_dict({**config.to_dict(), **overrides})
+        merged = config.to_dict()
+        for key, value in overrides.items():
+            nested = key in NESTED_CONFIGS and isinstance(value, dict)
+            merged[key] = {**merged[key], **value} if nested else value
+        config = MammutVideoConfig.from_dict(merged)
     return MammutVideo(config)

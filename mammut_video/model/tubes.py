@@ -3,7 +3,12 @@
 Every tube is a strided 3D convolution whose outputs become tokens. A token's position is the
 centre of its receptive field, ``idx * stride + offset + kernel // 2`` in input pixels / frames.
 Spatially it takes the pretrained 2D position table bilinearly sampled at that centre; videos
-(T > 1) also get a fixed 1D sin-cos embedding of the centre frame over the full width.
+(T > 1) also add a learned per-frame table (``visual.time_embed``, zero at initialisation)
+linearly sampled at the centre frame (exactly row ``frame`` when the clip has as many frames as
+the table has rows).
+
+:func:`sincos_1d` is the fixed temporal term of checkpoints saved before the learned table; a
+checkpoint without ``visual.time_embed`` loads with the table set to it (:func:`sincos_time_table`).
 """
 
 from __future__ import annotations
@@ -49,28 +54,38 @@ def tube_centres(tube: TubeSpec, t: int, h: int, w: int) -> torch.Tensor:
     return torch.stack([g.reshape(-1) for g in grid], dim=-1)
 
 
+def linear_matrix(coords: torch.Tensor, table_len: int, size: int) -> torch.Tensor:
+    """Weights that linearly sample a (table_len, D) table at positions along one axis of ``size``.
+
+    coords: (N,) positions in input units (pixels, frames) -> (N, table_len) float64 matrix.
+    Position ``c`` maps to table coordinate ``(c + 0.5) * table_len / size - 0.5`` (row i is
+    centred on ``(i + 0.5) * size / table_len``), clamped to the table; at a row centre the weights
+    are exactly one-hot, so a table with one row per unit is read unchanged.
+    """
+    u = ((coords.to(torch.float64) + 0.5) * table_len / size - 0.5).clamp(0, table_len - 1)
+    lo = u.floor().long()
+    hi = (lo + 1).clamp(max=table_len - 1)
+    frac = u - lo
+    m = torch.zeros(coords.shape[0], table_len, dtype=torch.float64)
+    rows = torch.arange(coords.shape[0])
+    m.index_put_((rows, lo), 1 - frac, accumulate=True)
+    m.index_put_((rows, hi), frac, accumulate=True)
+    return m
+
+
 def bilinear_matrix(yx: torch.Tensor, grid_hw: tuple[int, int], image_hw: tuple[int, int]) -> torch.Tensor:
     """Weights that bilinearly sample a (Gh*Gw, D) table at pixel centres.
 
-    yx: (N, 2) pixel coordinates -> (N, Gh*Gw) float64 matrix. Pixel ``c`` maps to grid coordinate
-    ``c * G / size - 0.5`` (cell i is centred on pixel ``(i + 0.5) * size / G``), clamped to the table.
-    At a cell centre the weights are exactly one-hot, so the image tube reads the table unchanged.
+    yx: (N, 2) pixel coordinates -> (N, Gh*Gw) float64 matrix: the outer product of the
+    :func:`linear_matrix` weights along y and along x. Pixel ``c`` maps to grid coordinate
+    ``c * G / size - 0.5`` (the cell centre convention of :func:`linear_matrix` for a pixel
+    centre ``c - 0.5``), clamped to the table. At a cell centre the weights are exactly one-hot,
+    so the image tube reads the table unchanged.
     """
-    gh, gw = grid_hw
-    coords = []
-    for axis, (g, size) in enumerate(((gh, image_hw[0]), (gw, image_hw[1]))):
-        coords.append((yx[:, axis] * g / size - 0.5).clamp(0, g - 1))
-    gy, gx = coords
-    y0, x0 = gy.floor().long(), gx.floor().long()
-    y1, x1 = (y0 + 1).clamp(max=gh - 1), (x0 + 1).clamp(max=gw - 1)
-    wy, wx = gy - y0, gx - x0
-    n = yx.shape[0]
-    rows = torch.arange(n).repeat(4)
-    cols = torch.cat([y0 * gw + x0, y0 * gw + x1, y1 * gw + x0, y1 * gw + x1])
-    vals = torch.cat([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx])
-    m = torch.zeros(n, gh * gw, dtype=torch.float64)
-    m.index_put_((rows, cols), vals, accumulate=True)
-    return m
+    (gh, gw), (h, w) = grid_hw, image_hw
+    wy = linear_matrix(yx[:, 0] - 0.5, gh, h)
+    wx = linear_matrix(yx[:, 1] - 0.5, gw, w)
+    return (wy[:, :, None] * wx[:, None, :]).reshape(yx.shape[0], gh * gw)
 
 
 def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -> torch.Tensor:
@@ -81,6 +96,15 @@ def sincos_1d(positions: torch.Tensor, dim: int, temperature: float = 10000.0) -
     omega = 1.0 / temperature ** omega
     angles = positions.to(torch.float64)[:, None] * omega[None, :]
     return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+def sincos_time_table(num_frames: int, dim: int) -> torch.Tensor:
+    """The fixed temporal term of checkpoints saved before ``visual.time_embed`` existed, as a table.
+
+    Row f is :func:`sincos_1d` of frame f: (num_frames, dim). Loaded into the learned table it
+    reproduces exactly the old positions for clips of ``num_frames`` frames.
+    """
+    return sincos_1d(torch.arange(num_frames), dim)
 
 
 def active_tubes(tubes: list[TubeSpec], t: int, h: int, w: int) -> list[TubeSpec]:

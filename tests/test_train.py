@@ -1,0 +1,141 @@
+"""The trainer's parts without a run: config and recipes, SPECs, optimizer groups, schedule, batches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import mammut_video as mv
+from mammut_video.commands import main
+from mammut_video.errors import ConfigError
+from mammut_video.train.config import FINETUNE, SCRATCH, FinetuneConfig, parse_duration
+from mammut_video.train.data import parse_spec, text_batch, trim_to_longest
+from mammut_video.train.loop import Geometry, TrainError
+from mammut_video.train.optim import WarmupCosine, build_optimizer, no_weight_decay
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from mammut_video.data import make_synthetic
+
+    return make_synthetic(tmp_path_factory.mktemp("train"), kind="custom", num_videos=4, frames=8, size=32)["custom"]
+
+
+@pytest.mark.parametrize("text,seconds", [(600, 600), ("600", 600), ("45s", 45), ("10m", 600), ("1h30m", 5400),
+                                          ("1.5h", 5400)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "10q", "m", "-5", "0s"])
+def test_bad_durations(text):
+    with pytest.raises(ConfigError, match="max_time"):
+        parse_duration(text)
+
+
+def test_defaults_follow_the_starting_point(tmp_path):
+    scratch = FinetuneConfig(train="t.jsonl", out=tmp_path, preset="mammut-video-tiny")
+    tuned = FinetuneConfig(train="t.jsonl", out=tmp_path, checkpoint="ckpt/")
+    assert scratch.resolved("lr") == SCRATCH.lr > tuned.resolved("lr") == FINETUNE.lr
+    assert scratch.resolved("tokenizer") == "sentencepiece" and tuned.resolved("tokenizer") is None
+    assert FinetuneConfig(train="t", out=tmp_path, preset="p", lr=3e-4).resolved("lr") == 3e-4
+    # the run length: epochs by default, else steps or the time budget (which then drives the schedule)
+    assert scratch.resolved("epochs") == SCRATCH.epochs and not scratch.time_schedule
+    timed = FinetuneConfig(train="t", out=tmp_path, preset="p", max_time="10m")
+    assert timed.resolved("epochs") is None and timed.time_schedule and timed.settings()["max_time"] == 600
+    assert "max_time" not in FinetuneConfig(train="t", out=tmp_path, preset="p", steps=5, max_time=60).settings()
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({}, "one starting point"), ({"preset": "p", "checkpoint": "c"}, "one starting point"),
+    ({"preset": "p", "steps": 5, "epochs": 2}, "not both"), ({"preset": "p", "task": "vqa"}, "qa or caption"),
+    ({"preset": "p", "freeze": "wings"}, "freeze wings"), ({"preset": "p", "lr": 0}, "lr must be > 0"),
+    ({"checkpoint": "c", "tokenizer": "sentencepiece"}, "keeps its own tokenizer"),
+    ({"preset": "p", "precision": "fp8"}, "precision"), ({"preset": "p", "crop_scale": 0}, "crop_scale"),
+])
+def test_bad_configs_are_one_line_errors(tmp_path, kwargs, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        FinetuneConfig(train="t.jsonl", out=tmp_path, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_specs(synth, tmp_path):
+    custom = parse_spec(str(synth / "train.jsonl"), "train")
+    assert custom.benchmark is None and custom.path == synth / "train.jsonl"
+    bench = parse_spec(f"msrvtt-qa:{tmp_path}:test", "train")
+    assert (bench.benchmark, bench.path, bench.split) == ("msrvtt-qa", tmp_path, "test")
+    assert parse_spec(f"msvd-caption:{tmp_path}", "val").split == "val"
+    for text, match in [(str(tmp_path / "nope.jsonl"), "no such file"), (str(tmp_path), "is a folder"),
+                        ("msrvtt-qa:", "no data root"), (f"msvd-qa:{tmp_path}/none", "not a folder")]:
+        with pytest.raises(ConfigError, match=match):
+            parse_spec(text, "train", "--train")
+
+
+def test_bad_options_on_the_command_line_are_one_line(synth, tmp_path, capsys):
+    base = ["finetune", "--train", str(synth / "train.jsonl"), "--out", str(tmp_path / "o")]
+    assert main(base + ["--preset", "mammut-video-tiny", "--batch-size", "6", "--grad-accum", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "choose a multiple of 4" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+    assert main(base + ["--checkpoint", str(tmp_path / "none")]) == 2
+    assert "none not found" in capsys.readouterr().err
+    assert main(["finetune", "--train", f"msrvtt-qa:{tmp_path}", "--out", str(tmp_path / "o"), "--preset",
+                 "mammut-video-tiny"]) == 2
+    assert "msrvtt-qa" in capsys.readouterr().err
+    for bad in (["--max-time", "soon"], ["--freeze", "head"], ["--preset", "p", "--checkpoint", "c"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(base + (["--preset", "mammut-video-tiny"] if "--preset" not in bad else []) + bad)
+        assert exit_.value.code == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_geometry_splits_the_global_batch():
+    g = Geometry(batch_size=12, world=2, accum=3, samples=50)
+    assert (g.per_rank, g.micro, g.steps_per_epoch) == (6, 2, 4)
+    with pytest.raises(ConfigError, match="multiple of 4"):
+        Geometry(batch_size=6, world=2, accum=2, samples=50)
+    with pytest.raises(TrainError, match="fewer than one batch"):
+        _ = Geometry(batch_size=64, world=1, accum=1, samples=50).steps_per_epoch
+
+
+def test_no_weight_decay_on_norms_biases_positions_and_scale():
+    model = mv.create_model("mammut-video-tiny")
+    skip = no_weight_decay(model)
+    for name in ("visual.trunk.pos_embed", "visual.trunk.cls_token", "visual.time_embed", "text.positional_embedding",
+                 "logit_scale", "visual.tubes.a.bias", "text.ln_final.weight", "visual.trunk.norm.bias"):
+        assert name in skip, name
+    for name in ("visual.tubes.a.weight", "text.lm_head", "text.token_embedding.weight", "map_viz2txt_kv"):
+        assert name not in skip, name
+    model.lock(text=True)
+    opt = build_optimizer(model, 1e-3, 0.1)
+    trained = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) not in trained for p in model.text.parameters())
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+def test_warmup_then_cosine():
+    f = WarmupCosine(warmup=4, total=12)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert f(8) == pytest.approx(0.5) and f(12) == pytest.approx(0.0)
+    timed = WarmupCosine(warmup=2, total=None)
+    timed.time_fraction = 0.5
+    assert timed(10) == pytest.approx(0.5) and timed(0) == 0.5
+
+
+def test_text_batches_are_padded_to_their_longest_row():
+    tok = mv.create_model("mammut-video-tiny").tokenizer
+    items = [{"question": "what color is the circle?", "answer": "red"}, {"question": "how many?", "answer": "two"}]
+    ids, labels = text_batch(tok, items, "qa", 32)
+    full, full_labels = mv.build_qa_batch(tok, [i["question"] for i in items], [i["answer"] for i in items], 32)
+    assert ids.shape[1] < 32 and torch.equal(ids, full[:, : ids.shape[1]])
+    assert full_labels[:, ids.shape[1]:].eq(-100).all()  # nothing supervised was cut
+    assert labels[0, ids.shape[1] - 1] == tok.eot_id
+    ids, labels = trim_to_longest(torch.ones(2, 6, dtype=torch.long), torch.full((2, 6), -100))
+    assert ids.shape == (2, 1)
+
+
+def test_finetune_is_exported():
+    assert mv.finetune.__module__ == "mammut_video.train.run" and mv.FinetuneConfig is FinetuneConfig
+    assert math.isfinite(SCRATCH.lr)
