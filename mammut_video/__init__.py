@@ -48,6 +48,12 @@ _EXPORTS = {
     "QAOptions": "mammut_video.eval",
     "CaptionOptions": "mammut_video.eval",
     "RetrievalOptions": "mammut_video.eval",
+    # embeddings of a folder of videos, and search
+    "embed_folder": "mammut_video.embed",
+    "EmbedConfig": "mammut_video.embed",
+    "EmbedSummary": "mammut_video.embed",
+    "EmbeddingIndex": "mammut_video.embed",
+    "SearchHit": "mammut_video.embed",
     # errors
     "MammutVideoError": "mammut_video.errors",
     "ConfigError": "mammut_video.errors",
@@ -55,6 +61,7 @@ _EXPORTS = {
     "AnnotationError": "mammut_video.data",
     "DatasetNotFoundError": "mammut_video.data",
     "CheckpointError": "mammut_video.checkpoint",
+    "EmbeddingIndexError": "mammut_video.embed",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -19,11 +19,14 @@ import logging
 import sys
 
 from mammut_video import __version__
+from mammut_video.commands.args import CommandParser
 from mammut_video.errors import MammutVideoError
 
 # command modules, in the order `--help` lists them
 COMMANDS: dict[str, str] = {
     "eval": "mammut_video.commands.eval",
+    "embed": "mammut_video.commands.embed",
+    "search": "mammut_video.commands.search",
     "convert": "mammut_video.commands.convert",
     "info": "mammut_video.commands.info",
 }
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                "on stderr); 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"mammut-video {__version__}")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", parser_class=CommandParser)
     for module in COMMANDS.values():
         importlib.import_module(module).add_parser(subparsers)
     return parser
