@@ -11,7 +11,7 @@ import torch
 from mammut_video.embed.inputs import VideoInput
 from mammut_video.embed.store import (
     ShardStore,
-    iter_embeddings,
+    iter_chunks,
     merge,
     read_rows,
     read_shard_rows,
@@ -45,9 +45,11 @@ def test_a_shard_holds_its_rows_and_reads_back_in_chunks(tmp_path: Path) -> None
     tokens = torch.randn(5, 2, 3).half()
     write_shard(path, rows, embeddings, tokens)
     assert read_rows(path) == rows
-    chunks = list(iter_embeddings(path, chunk_rows=2))
-    assert [start for start, _ in chunks] == [0, 2, 4]
-    assert torch.equal(torch.cat([torch.from_numpy(c) for _, c in chunks]), embeddings)
+    chunks = [(c.embeddings.clone(), c.shard.clone(), c.row.clone()) for c in iter_chunks([path, path], chunk_rows=3)]
+    assert [len(e) for e, _, _ in chunks] == [3, 3, 3, 1]  # chunks run across shards
+    assert torch.equal(torch.cat([e for e, _, _ in chunks]), torch.cat([embeddings, embeddings]))
+    assert torch.cat([s for _, s, _ in chunks]).tolist() == [0] * 5 + [1] * 5
+    assert torch.cat([r for _, _, r in chunks]).tolist() == [0, 1, 2, 3, 4] * 2
     assert torch.equal(read_shard_rows(path, [4, 1], "tokens"), tokens[[4, 1]])
     assert not list(path.parent.glob(".*.tmp"))
 

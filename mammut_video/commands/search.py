@@ -13,7 +13,7 @@ _DESCRIPTION = wrap(
     "(text to video, through the model's contrastive text pass) or `mammut-video search OUT --video QUERY.mp4` "
     "(video to video). Queries are encoded by the model recorded in OUT/settings.json, so queries and videos "
     "come from the same model. Prints rank, cosine score, path and window, best first.",
-    "The shards are read memory-mapped, 65,536 rows at a time, keeping the best K so far: memory stays "
+    "The shards are read memory-mapped, 16,384 rows at a time, keeping the best K so far: memory stays "
     "bounded for any number of rows.",
 )
 

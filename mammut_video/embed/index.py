@@ -16,7 +16,9 @@ matches and ``force`` is given.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,8 @@ from mammut_video.embed.inputs import resolve_name
 from mammut_video.embed.run import KIND, load_embedding_model
 from mammut_video.embed.store import (
     SHARDS_DIR,
-    iter_embeddings,
-    read_rows,
+    iter_chunks,
+    read_row,
     shard_paths,
     shard_size,
 )
@@ -40,7 +42,7 @@ from mammut_video.runtime.rundir import SETTINGS_FILE, read_settings
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 65536
+CHUNK_ROWS = 16384
 
 
 class EmbeddingIndexError(MammutVideoError):
@@ -162,40 +164,67 @@ class EmbeddingIndex:
         return resolve_name(Path(self.settings["root"]), name)
 
     def _hits(self, scores: list[float], where: list[tuple[int, int]]) -> list[SearchHit]:
-        rows: dict[int, list[dict]] = {}
         hits = []
         for rank, (score, (shard, row)) in enumerate(zip(scores, where), start=1):
-            if shard not in rows:
-                rows[shard] = read_rows(self.shards[shard])
-            record = {**rows[shard][row], "shard": f"{SHARDS_DIR}/{self.shards[shard].name}", "row": row}
+            record = {**read_row(self.shards[shard], row), "shard": f"{SHARDS_DIR}/{self.shards[shard].name}",
+                      "row": row}
             hits.append(SearchHit(rank, score, record["path"], self.resolve(record["path"]),
                                   record.get("start"), record.get("end"), record))
         return hits
 
 
+# bound on |float16 score - exact score| for unit vectors: the query rounded to float16 (2^-11 of
+# sum |x_i q_i| <= 1) plus the score rounded to float16 (2^-12 for |score| <= 1), with float32
+# accumulation (checked once by _half_accumulates_in_float32); with margin
+HALF_TOLERANCE = 1e-3
+
+
+@functools.cache
+def _half_accumulates_in_float32() -> bool:
+    """Whether a float16 matrix-vector product on this CPU sums in float32 (4096 ones give 4096, not 2048)."""
+    ones = torch.ones(1, 4096, dtype=torch.float16)
+    return float((ones @ torch.ones(4096, dtype=torch.float16))[0]) == 4096.0
+
+
+def chunk_scores(chunk: torch.Tensor, query: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact float32 scores of the rows of ``chunk`` (n, E) that may score at least ``floor``: (rows, scores).
+
+    A float16 chunk is scored first in float16 (fast: no float32 copy of the chunk); only rows within
+    :data:`HALF_TOLERANCE` of the best candidates are scored again in float32, so the result is the
+    same as scoring every row in float32.
+    """
+    if chunk.dtype != torch.float16 or not _half_accumulates_in_float32():
+        scores = chunk.float() @ query
+        rows = torch.nonzero(scores >= floor).flatten()
+        return rows, scores[rows]
+    rough = (chunk @ query.half()).float()
+    rows = torch.nonzero(rough + HALF_TOLERANCE >= floor).flatten()
+    return rows, chunk[rows].float() @ query
+
+
 def top_k(shards: list[Path], query: torch.Tensor, k: int, chunk_rows: int) -> tuple[list[float], list[tuple[int, int]]]:
     """Scores and ``(shard index, row)`` of the ``k`` best rows, reading ``chunk_rows`` rows at a time.
 
-    query: float32 (E,). Each chunk (n, E) is scored in float32 (n,); the best ``k`` of the chunk
-    join the best so far. Ties keep the earlier row.
+    query: float32 (E,). Each chunk (n, E) is scored (:func:`chunk_scores`) against the k-th best
+    score so far, and its best rows join the best so far. Ties keep the earlier row.
     """
     best = torch.empty(0)
     ids = torch.empty(0, 2, dtype=torch.long)
-    for s, path in enumerate(shards):
-        for start, chunk in iter_embeddings(path, chunk_rows):
-            scores = torch.from_numpy(chunk).float() @ query
-            top = torch.topk(scores, min(k, len(scores)))
-            rows = torch.stack([torch.full_like(top.indices, s), top.indices + start], dim=1)
-            best, ids = torch.cat([best, top.values]), torch.cat([ids, rows])
-            if len(best) > k:
-                keep = _stable_top(best, ids, k)
-                best, ids = best[keep], ids[keep]
-    order = _stable_top(best, ids, len(best))
-    return best[order].tolist(), [tuple(r) for r in ids[order].tolist()]
+    for chunk in iter_chunks(shards, chunk_rows):
+        floor = float(best[-1]) if len(best) == k else -math.inf
+        if floor == -math.inf and len(chunk.embeddings) >= k:  # this chunk's k-th best bounds the rest
+            rough = (chunk.embeddings @ query.to(chunk.embeddings.dtype)).float()
+            floor = float(torch.topk(rough, k).values[-1]) - HALF_TOLERANCE
+        rows, scores = chunk_scores(chunk.embeddings, query, floor)
+        best = torch.cat([best, scores])
+        ids = torch.cat([ids, torch.stack([chunk.shard[rows], chunk.row[rows]], dim=1)])
+        keep = _stable_top(best, ids, k)
+        best, ids = best[keep], ids[keep]
+    return best.tolist(), [tuple(r) for r in ids.tolist()]
 
 
 def _stable_top(scores: torch.Tensor, ids: torch.Tensor, k: int) -> torch.Tensor:
-    """Positions of the ``k`` best scores, ties broken by (shard, row): the same order on every run."""
+    """Positions of the ``k`` best scores, best first, ties broken by (shard, row): the same order on every run."""
     order = np.lexsort((ids[:, 1].numpy(), ids[:, 0].numpy(), -scores.numpy()))
     return torch.from_numpy(order[:k])
 

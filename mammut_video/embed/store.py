@@ -100,14 +100,22 @@ def _check_format(path: Path, metadata: dict | None) -> None:
         raise RunDirError(f"{path}: not an embedding shard of mammut-video (no format={SHARD_FORMAT} in its header)")
 
 
-def read_rows(path: Path) -> list[dict]:
-    """The index rows a shard carries, in row order (without ``shard`` / ``row``)."""
+def _row_lines(path: Path) -> list[bytes]:
     from safetensors import safe_open
 
     with _shard_errors(path), safe_open(str(path), framework="numpy") as f:
         _check_format(path, f.metadata())
-        data = f.get_tensor("rows").tobytes()
-    return [json.loads(line) for line in data.decode("utf-8").splitlines()]
+        return f.get_tensor("rows").tobytes().splitlines()
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The index rows a shard carries, in row order (without ``shard`` / ``row``)."""
+    return [json.loads(line) for line in _row_lines(path)]
+
+
+def read_row(path: Path, row: int) -> dict:
+    """Row ``row`` of a shard's index rows (only that one is parsed)."""
+    return json.loads(_row_lines(path)[row])
 
 
 def shard_size(path: Path) -> tuple[int, int]:
@@ -120,17 +128,69 @@ def shard_size(path: Path) -> tuple[int, int]:
     return int(rows), int(width)
 
 
-def iter_embeddings(path: Path, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``(first row, float16/32 array (n, E))`` chunks of a shard's embeddings, read from the memory-mapped
-    file ``chunk_rows`` rows at a time (only the chunk is copied out)."""
-    from safetensors import safe_open
+_NUMPY_DTYPES = {"F16": np.float16, "F32": np.float32}
 
-    with _shard_errors(path), safe_open(str(path), framework="numpy") as f:
-        _check_format(path, f.metadata())
-        embeddings = f.get_slice("embeddings")
-        rows = int(embeddings.get_shape()[0])
-        for start in range(0, rows, chunk_rows):
-            yield start, embeddings[start:min(start + chunk_rows, rows)]
+
+def embeddings_view(path: Path) -> np.ndarray:
+    """A shard's embeddings (rows, E) as a read-only memory map of the file (nothing is read until used).
+
+    Finds the tensor in the safetensors header (8-byte little-endian length, then JSON giving each
+    tensor's dtype, shape and byte range after the header) and maps those bytes; the pages are read
+    when touched and let go when the array is freed.
+    """
+    with _shard_errors(path), open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        _check_format(path, header.get("__metadata__"))
+        info = header["embeddings"]
+        dtype = _NUMPY_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise RunDirError(f"{path}: embeddings stored as {info['dtype']}, expected F16 or F32")
+        rows, width = info["shape"]
+        begin, end = info["data_offsets"]
+        if end - begin != rows * width * np.dtype(dtype).itemsize:
+            raise RunDirError(f"{path}: the header's byte range does not match the embeddings' shape")
+        if rows == 0:
+            return np.zeros((0, width), dtype=dtype)
+        return np.memmap(path, dtype=dtype, mode="r", offset=8 + length + begin, shape=(rows, width))
+
+
+@dataclass
+class Chunk:
+    """Up to ``chunk_rows`` consecutive embeddings of one or more shards: ``embeddings`` (n, E), and for
+    each row its ``shard`` (index into the list of shards) and ``row`` in that shard, both (n,) int64."""
+
+    embeddings: torch.Tensor
+    shard: torch.Tensor
+    row: torch.Tensor
+
+
+def iter_chunks(shards: list[Path], chunk_rows: int) -> Iterator[Chunk]:
+    """The embeddings of ``shards``, ``chunk_rows`` rows at a time, copied from the memory-mapped files
+    into one reused buffer (so many small shards cost one matrix product per chunk, and memory holds
+    one chunk). Each chunk's tensors are valid until the next one is asked for."""
+    buffer: np.ndarray | None = None
+    shard_of = np.empty(chunk_rows, dtype=np.int64)
+    row_of = np.empty(chunk_rows, dtype=np.int64)
+    filled = 0
+    for index, path in enumerate(shards):
+        view = embeddings_view(path)
+        if buffer is None:
+            buffer = np.empty((chunk_rows, view.shape[1]), dtype=view.dtype)
+        start = 0
+        while start < len(view):
+            n = min(len(view) - start, chunk_rows - filled)
+            np.copyto(buffer[filled:filled + n], view[start:start + n])
+            shard_of[filled:filled + n] = index
+            row_of[filled:filled + n] = np.arange(start, start + n)
+            filled, start = filled + n, start + n
+            if filled == chunk_rows:
+                yield Chunk(torch.from_numpy(buffer), torch.from_numpy(shard_of), torch.from_numpy(row_of))
+                filled = 0
+        del view  # the shard's pages can go
+    if buffer is not None and filled:
+        yield Chunk(torch.from_numpy(buffer[:filled]), torch.from_numpy(shard_of[:filled]),
+                    torch.from_numpy(row_of[:filled]))
 
 
 def read_shard_rows(path: Path, rows: list[int], name: str = "embeddings") -> torch.Tensor:
