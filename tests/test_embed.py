@@ -93,7 +93,7 @@ def test_messy_folder_of_real_clips(realdata: Path, ckpt: Path, model, tmp_path:
                  "--workers", "2", "--batch-size", "2", "--no-progress"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("embedded 4 clips from 4 videos, skipped 0 (already done), failed 2")
-    assert "4 rows in" in line and "1 files that are not videos ignored" in line
+    assert "4 rows in" in line and "1 file that is not a video ignored" in line
 
     index = read_jsonl(out / "index.jsonl")
     assert sorted(r["path"] for r in index) == ["a.mp4", "nested/b.mp4", "nested/c.video", "nested/deeper/camera_dump"]

@@ -113,21 +113,27 @@ class _Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.hits: list[dict] = []
+        self.query: dict | None = None
         self.urls: list[str] = []
+        self._section: dict | None = None
 
     def handle_starttag(self, tag: str, attrs: list) -> None:
         attrs = dict(attrs)
-        if tag == "section" and "hit" in attrs.get("class", ""):
-            self.hits.append({"rank": attrs.get("data-rank"), "text": "", "images": []})
+        if tag == "section":
+            self._section = {"rank": attrs.get("data-rank"), "text": "", "images": []}
+            if attrs.get("class") == "query":
+                self.query = self._section
+            else:
+                self.hits.append(self._section)
         if tag == "img":
-            self.hits[-1]["images"].append(attrs["src"])
+            self._section["images"].append(attrs["src"])
         for name in ("src", "href"):
             if name in attrs and tag not in ("img",):
                 self.urls.append(attrs[name])
 
     def handle_data(self, data: str) -> None:
-        if self.hits:
-            self.hits[-1]["text"] += data
+        if self._section is not None:
+            self._section["text"] += data
 
 
 def test_html_page_shows_every_hit_as_frames(index_dir: dict, tmp_path: Path) -> None:
@@ -146,8 +152,20 @@ def test_html_page_shows_every_hit_as_frames(index_dir: dict, tmp_path: Path) ->
         for src in hit["images"]:
             assert src.startswith("data:image/jpeg;base64,")
             image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
-            assert image.format == "JPEG" and image.height == 96
+            assert image.format == "JPEG" and image.width == 240
         assert ".mp4" in hit["text"] and ("whole video" in hit["text"] or " - " in hit["text"])
+
+
+def test_html_page_of_a_video_query_shows_the_query_first(index_dir: dict, tmp_path: Path) -> None:
+    page_path = tmp_path / "video.html"
+    query = index_dir["videos"] / "long.mp4"
+    assert main(["search", str(index_dir["out"]), "--video", str(query), "-k", "3", "--html", str(page_path),
+                 "--html-frames", "3"]) == 0
+    parser = _Page()
+    parser.feed(page_path.read_text())
+    assert parser.query is not None and len(parser.query["images"]) == 3 and str(query) in parser.query["text"]
+    assert len(parser.hits) == 3 and all(len(h["images"]) == 3 for h in parser.hits)
+    assert "long.mp4" in parser.hits[0]["text"]  # one of its own windows is nearest
 
 
 def test_html_page_says_why_a_video_has_no_frames(index_dir: dict, tmp_path: Path) -> None:

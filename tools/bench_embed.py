@@ -108,7 +108,7 @@ _RSS_SCRIPT = textwrap.dedent("""
 
 
 def part_b(args: argparse.Namespace, root: Path) -> None:
-    print(f"\n(b) peak RSS of one process embedding N clips (mammut-video-tiny, 8 frames, decoding in-process)")
+    print("\n(b) peak RSS of one process embedding N clips (mammut-video-tiny, 8 frames, decoding in-process)")
     results = []
     for n in args.rss_clips:
         folder = make_clips(root / f"b{n}", n, args.videos, size=(120, 160), seconds=2.0)

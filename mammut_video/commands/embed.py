@@ -16,6 +16,7 @@ from mammut_video.commands.args import (
     show_progress,
     wrap,
 )
+from mammut_video.embed.config import DEFAULT_SHARD_ROWS
 
 RESUMABLE = True
 
@@ -62,17 +63,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="with --clip-seconds: seconds from one window's start to the next; R < S overlaps "
                             "windows (default: S)")
 
-    out = p.add_argument_group("output")
+    out = p.add_argument_group("results")
     out.add_argument("--dtype", choices=("float16", "float32"), default="float16",
                      help="how embeddings are stored (default: float16; tokens are always float16)")
     out.add_argument("--save-tokens", action="store_true",
                      help="also store each clip's visual tokens (N x D, float16), for building your own heads; a "
                           "B-16 clip's tokens take ~0.8 MB (default: off)")
-    out.add_argument("--shard-rows", type=positive_int, default=4096, metavar="N",
+    out.add_argument("--shard-rows", type=positive_int, default=DEFAULT_SHARD_ROWS, metavar="N",
                      help="rows per shard file; a shard is also written once its first row is a minute old, so a "
-                          "crash loses at most a minute of work (default: 4096, fewer with --save-tokens so that "
-                          "a shard stays under 256 MiB)")
-    add_run_dir(out, "the shards, index.jsonl, errors.jsonl and settings.json", "none: required",
+                          f"crash loses at most a minute of work (default: {DEFAULT_SHARD_ROWS}, fewer with "
+                          "--save-tokens so that a shard stays under 256 MiB)")
+    add_run_dir(out, "the shards, index.jsonl, errors.jsonl and settings.json", "none, it is required",
                 "continue the run in --out; this is also what happens without it when --out holds a run with the "
                 "same settings (default: continue when possible; a run with other settings is refused)")
     add_batching(p.add_argument_group("speed"))

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from mammut_video.commands.args import add_checkpoint, add_verbosity, device_name, positive_int, wrap
+from mammut_video.commands.args import (
+    add_checkpoint,
+    add_verbosity,
+    device_name,
+    positive_int,
+    wrap,
+)
 
 RESUMABLE = False
 
@@ -39,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                             "(default: refused)")
     model.add_argument("--device", type=device_name, default="cpu", metavar="DEV",
                        help="where the query is encoded: cpu, cuda or cuda:N (default: cpu; one query is fast there)")
-    out = p.add_argument_group("output")
+    out = p.add_argument_group("results")
     out.add_argument("--json", action="store_true",
                      help="print one JSON object per result (rank, score and the index row: path, start, end, "
                           "window, shard, row, ...) instead of a table (default: table)")
@@ -77,7 +83,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.html:
         from mammut_video.embed.html import write_results_html
 
-        title = args.query if args.video is None else f"video like {args.video}"
-        path = write_results_html(args.html, title, hits, index, frames=args.html_frames)
+        title = args.query if args.video is None else f"videos like {args.video}"
+        path = write_results_html(args.html, title, hits, index, frames=args.html_frames, query_video=args.video)
         logging.getLogger("mammut_video.commands.search").info("page: %s", path)
     return 0

@@ -19,7 +19,7 @@ from mammut_video.runtime.devices import check_device_name
 from mammut_video.runtime.precision import check_precision
 
 DTYPES = ("float16", "float32")
-DEFAULT_SHARD_ROWS = 1024
+DEFAULT_SHARD_ROWS = 4096
 
 
 def check_seconds(value: object, name: str) -> float:
@@ -150,6 +150,7 @@ class EmbedSummary:
     def line(self) -> str:
         """``embedded 12 clips from 10 videos, skipped 0 (already done), failed 3; 4.1 clips/s; ...``"""
         failed = f"failed {self.failed} (see {self.errors_path})" if self.failed else "failed 0"
-        ignored = f"; {self.ignored} files that are not videos ignored" if self.ignored else ""
+        ignored = ("" if not self.ignored else "; 1 file that is not a video ignored" if self.ignored == 1
+                   else f"; {self.ignored} files that are not videos ignored")
         return (f"embedded {self.clips} clips from {self.done} videos, skipped {self.skipped} (already done), "
                 f"{failed}; {self.clips_per_second:.2f} clips/s; {self.rows} rows in {self.index_path}{ignored}")
