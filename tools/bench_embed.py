@@ -156,10 +156,14 @@ _SEARCH_SCRIPT = textwrap.dedent("""
     result = {"rows": len(index), "vector_s": times, "vector_cpu_s": cpu, "best": hits[0].score,
               "rss_before_mb": before, "scan_maxrss_mb": scan_rss}
     if sys.argv[3] == "text":
-        index.model  # loaded once, as a long-lived search service would
         start = time.perf_counter()
-        index.search("a man is cooking", k=10)
-        result["text_s"] = time.perf_counter() - start
+        index.model  # loaded once, as a long-lived search service would
+        result["load_s"] = time.perf_counter() - start
+        result["text_s"] = []
+        for text in ("a man is cooking", "two girls making easter eggs"):  # the first builds the tokenizer
+            start = time.perf_counter()
+            index.search(text, k=10)
+            result["text_s"].append(time.perf_counter() - start)
         result["text_maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 """)
@@ -180,7 +184,8 @@ def part_c(args: argparse.Namespace, root: Path) -> None:
           f"{r['vector_s'][0]:.3f} s, {len(r['vector_s'])} queries); RSS {r['rss_before_mb']:.0f} MB before the "
           f"first query (imports), peak {r['scan_maxrss_mb']:.0f} MB")
     if "text_s" in r:
-        print(f"text query (B-16 model already loaded): {r['text_s']:.3f} s; peak RSS with the model "
+        print(f"text query: B-16 model loaded in {r['load_s']:.1f} s, then {r['text_s'][0]:.3f} s for the first query "
+              f"(builds the tokenizer), {r['text_s'][1]:.3f} s for the next; peak RSS with the model "
               f"{r['text_maxrss_mb']:.0f} MB")
 
 
