@@ -159,14 +159,15 @@ def test_list_with_segments_and_missing_files(ckpt: Path, model, tmp_path: Path)
 
 def test_changed_and_removed_files(ckpt: Path, tmp_path: Path, capsys) -> None:
     videos = synthetic_folder(tmp_path / "videos", 4)
-    out = tmp_path / "out"
+    out = videos / "embeddings"  # inside the input folder: never walked
     assert embed(videos, out, ckpt) == 0
     before = stored(out)
     write_clip(videos / "clip00.mp4", moving_pattern(24, 64, 64, seed=9), fps=8)  # new content, size, mtime
     (videos / "clip01.mp4").unlink()
     capsys.readouterr()
     assert embed(videos, out, ckpt) == 0
-    assert capsys.readouterr().out.startswith("embedded 1 clips from 1 videos, skipped 2 (already done), failed 0")
+    line = capsys.readouterr().out
+    assert line.startswith("embedded 1 clips from 1 videos, skipped 2 (already done), failed 0") and "ignored" not in line
     after = stored(out)
     assert sorted(after) == [("clip00.mp4", 0), ("clip03.mp4", 0), ("nested/deeper/clip02.mp4", 0)]
     assert not torch.allclose(after[("clip00.mp4", 0)], before[("clip00.mp4", 0)], atol=1e-2)
