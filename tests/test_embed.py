@@ -167,7 +167,8 @@ def test_changed_and_removed_files(ckpt: Path, tmp_path: Path, capsys) -> None:
     capsys.readouterr()
     assert embed(videos, out, ckpt) == 0
     line = capsys.readouterr().out
-    assert line.startswith("embedded 1 clips from 1 videos, skipped 2 (already done), failed 0") and "ignored" not in line
+    assert line.startswith("embedded 1 clips from 1 videos, skipped 2 (already done), failed 0")
+    assert "ignored" not in line
     after = stored(out)
     assert sorted(after) == [("clip00.mp4", 0), ("clip03.mp4", 0), ("nested/deeper/clip02.mp4", 0)]
     assert not torch.allclose(after[("clip00.mp4", 0)], before[("clip00.mp4", 0)], atol=1e-2)

@@ -100,8 +100,8 @@ class EmbeddingIndex:
         self.settings = read_index_settings(self.out_dir)
         self.shards = shard_paths(self.out_dir)
         if not self.shards:
-            raise EmbeddingIndexError(f"{self.out_dir} holds no embeddings yet (no shard in {self.out_dir / SHARDS_DIR}): "
-                              "run `mammut-video embed` into it first")
+            raise EmbeddingIndexError(f"{self.out_dir} holds no embeddings yet (no shard in "
+                                      f"{self.out_dir / SHARDS_DIR}): run `mammut-video embed` into it first")
         self.identity = query_model(self.settings, checkpoint, force)
         self.device = torch.device(device)
         self.chunk_rows = chunk_rows
@@ -202,7 +202,8 @@ def chunk_scores(chunk: torch.Tensor, query: torch.Tensor, floor: float) -> tupl
     return rows, chunk[rows].float() @ query
 
 
-def top_k(shards: list[Path], query: torch.Tensor, k: int, chunk_rows: int) -> tuple[list[float], list[tuple[int, int]]]:
+def top_k(shards: list[Path], query: torch.Tensor, k: int,
+          chunk_rows: int) -> tuple[list[float], list[tuple[int, int]]]:
     """Scores and ``(shard index, row)`` of the ``k`` best rows, reading ``chunk_rows`` rows at a time.
 
     query: float32 (E,). Each chunk (n, E) is scored (:func:`chunk_scores`) against the k-th best
@@ -231,9 +232,10 @@ def _stable_top(scores: torch.Tensor, ids: torch.Tensor, k: int) -> torch.Tensor
 
 def read_index_settings(out_dir: Path) -> dict:
     """``settings.json`` of an embedding folder; :class:`EmbeddingIndexError` for anything else."""
+    if not out_dir.exists():
+        raise EmbeddingIndexError(f"{out_dir} not found (expected a folder written by `mammut-video embed`)")
     if not out_dir.is_dir():
-        raise EmbeddingIndexError(f"{out_dir} not found (expected a folder written by `mammut-video embed`)" if not
-                          out_dir.exists() else f"{out_dir} is a file, not a folder written by `mammut-video embed`")
+        raise EmbeddingIndexError(f"{out_dir} is a file, not a folder written by `mammut-video embed`")
     settings = read_settings(out_dir)
     if settings is None or settings.get("kind") != KIND:
         what = "no settings.json" if settings is None else f"its {SETTINGS_FILE} is from another command"
@@ -257,21 +259,22 @@ def query_model(settings: dict, checkpoint: str | os.PathLike | None, force: boo
             return recorded
         path = Path(recorded["checkpoint"])
         if not path.is_dir():
-            raise EmbeddingIndexError(f"the checkpoint these embeddings were made with, {path}, is not there any more: pass "
-                              "--checkpoint DIR (the same model, moved) and --force")
+            raise EmbeddingIndexError(f"the checkpoint these embeddings were made with, {path}, is not there any "
+                                      "more: pass --checkpoint DIR (the same model, moved) and --force")
         if checkpoint_identity(path) != {"checkpoint": str(path), "checkpoint_files": recorded["checkpoint_files"]}:
             if not force:
-                raise EmbeddingIndexError(f"the files of checkpoint {path} changed since these embeddings were made (another "
-                                  "model's queries would not match them): embed again, or pass --force")
+                raise EmbeddingIndexError(f"the files of checkpoint {path} changed since these embeddings were "
+                                          "made (another model's queries would not match them): embed again, or "
+                                          "pass --force")
             log.warning("checkpoint %s changed since the embeddings were made; searching anyway (--force)", path)
         return recorded
     path = Path(checkpoint).expanduser().resolve()
     width = int(read_checkpoint_config(path)["model"]["embed_dim"])
     if width != int(settings["embed_dim"]):
         raise EmbeddingIndexError(f"--checkpoint {path} makes {width}-d embeddings; the ones in this folder are "
-                          f"{settings['embed_dim']}-d (made with {what}): they cannot be compared")
+                                  f"{settings['embed_dim']}-d (made with {what}): they cannot be compared")
     identity = checkpoint_identity(path)
     if identity != recorded and not force:
-        raise EmbeddingIndexError(f"these embeddings were made with {what}, not --checkpoint {path}: another model's "
-                          "queries would not match them; pass --force to search anyway")
+        raise EmbeddingIndexError(f"these embeddings were made with {what}, not --checkpoint {path}: another "
+                                  "model's queries would not match them; pass --force to search anyway")
     return identity

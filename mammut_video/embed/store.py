@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -73,14 +73,6 @@ def shard_paths(out_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.safetensors") if _SHARD_NAME.fullmatch(p.name)) if folder.is_dir() else []
 
 
-def shard_tensor_names(path: Path) -> list[str]:
-    from safetensors import safe_open
-
-    with _shard_errors(path), safe_open(str(path), framework="numpy") as f:
-        _check_format(path, f.metadata())
-        return list(f.keys())
-
-
 @contextmanager
 def _shard_errors(path: Path) -> Iterator[None]:
     """Turns a failure to read a shard into :class:`RunDirError` naming it."""
@@ -100,11 +92,25 @@ def _check_format(path: Path, metadata: dict | None) -> None:
         raise RunDirError(f"{path}: not an embedding shard of mammut-video (no format={SHARD_FORMAT} in its header)")
 
 
-def _row_lines(path: Path) -> list[bytes]:
+@contextmanager
+def open_shard(path: Path, framework: str = "numpy") -> Iterator[Any]:
+    """``safetensors.safe_open`` on a shard (memory-mapped) after checking that it is one; a failure to
+    read it is a :class:`RunDirError` naming it."""
     from safetensors import safe_open
 
-    with _shard_errors(path), safe_open(str(path), framework="numpy") as f:
+    with _shard_errors(path), safe_open(str(path), framework=framework) as f:
         _check_format(path, f.metadata())
+        yield f
+
+
+def shard_tensor_names(path: Path) -> list[str]:
+    """The tensors a shard holds: ``embeddings``, ``rows`` and, with ``--save-tokens``, ``tokens``."""
+    with open_shard(path) as f:
+        return list(f.keys())
+
+
+def _row_lines(path: Path) -> list[bytes]:
+    with open_shard(path) as f:
         return f.get_tensor("rows").tobytes().splitlines()
 
 
@@ -120,10 +126,7 @@ def read_row(path: Path, row: int) -> dict:
 
 def shard_size(path: Path) -> tuple[int, int]:
     """``(rows, embedding width)`` of a shard, from its header."""
-    from safetensors import safe_open
-
-    with _shard_errors(path), safe_open(str(path), framework="numpy") as f:
-        _check_format(path, f.metadata())
+    with open_shard(path) as f:
         rows, width = f.get_slice("embeddings").get_shape()
     return int(rows), int(width)
 
@@ -195,10 +198,7 @@ def iter_chunks(shards: list[Path], chunk_rows: int) -> Iterator[Chunk]:
 
 def read_shard_rows(path: Path, rows: list[int], name: str = "embeddings") -> torch.Tensor:
     """Tensor ``name`` of a shard at ``rows`` (stacked), read row by row from the memory-mapped file."""
-    from safetensors import safe_open
-
-    with _shard_errors(path), safe_open(str(path), framework="pt") as f:
-        _check_format(path, f.metadata())
+    with open_shard(path, framework="pt") as f:
         if name not in f.keys():  # noqa: SIM118 - a safe_open handle is not a dict
             raise RunDirError(f"{path}: holds no {name!r} (tokens are stored only by `embed --save-tokens`)")
         part = f.get_slice(name)
