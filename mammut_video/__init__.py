@@ -57,6 +57,12 @@ _EXPORTS = {
     "CaptionConfig": "mammut_video.inference.caption",
     "ask": "mammut_video.inference.ask",
     "AskConfig": "mammut_video.inference.ask",
+    # embeddings of a folder of videos, and search
+    "embed_folder": "mammut_video.embed",
+    "EmbedConfig": "mammut_video.embed",
+    "EmbedSummary": "mammut_video.embed",
+    "EmbeddingIndex": "mammut_video.embed",
+    "SearchHit": "mammut_video.embed",
     # errors
     "MammutVideoError": "mammut_video.errors",
     "ConfigError": "mammut_video.errors",
@@ -64,6 +70,7 @@ _EXPORTS = {
     "AnnotationError": "mammut_video.data",
     "DatasetNotFoundError": "mammut_video.data",
     "CheckpointError": "mammut_video.checkpoint",
+    "EmbeddingIndexError": "mammut_video.embed",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "ask": "mammut_video.commands.ask",
     "eval": "mammut_video.commands.eval",
     "finetune": "mammut_video.commands.finetune",
+    "embed": "mammut_video.commands.embed",
+    "search": "mammut_video.commands.search",
     "convert": "mammut_video.commands.convert",
     "info": "mammut_video.commands.info",
 }
@@ -44,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                "on stderr); 130 interrupted",
     )
     parser.add_argument("--version", action="version", version=f"mammut-video {__version__}")
-    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command",
-                                       parser_class=CommandParser)
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", dest="command", parser_class=CommandParser)
     for module in COMMANDS.values():
         importlib.import_module(module).add_parser(subparsers)
     return parser

@@ -128,8 +128,11 @@ def _single_thread_worker(_: int) -> None:
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool = False,
                 sampler: Sampler | None = None, *, drop_last: bool = False, pin_memory: bool = False,
-                prefetch_factor: int | None = None, persistent_workers: bool = False) -> DataLoader:
-    """A DataLoader that decodes in ``workers`` processes (0: in this process) with :func:`collate_clips`.
+                prefetch_factor: int | None = None, persistent_workers: bool = False,
+                collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None) -> DataLoader:
+    """A DataLoader that decodes in ``workers`` processes (0: in this process) with :func:`collate_clips`
+    (or ``collate_fn``, which must be picklable and keep its contract: the good clips stacked, the
+    failed ones handed back).
 
     Pass a ``DistributedSampler`` as ``sampler`` under torchrun (then ``shuffle`` must be False).
     """
@@ -141,7 +144,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool =
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_clips, drop_last=drop_last, pin_memory=pin_memory, **kwargs)
+                      collate_fn=collate_fn or collate_clips, drop_last=drop_last, pin_memory=pin_memory, **kwargs)
 
 
 class FailureLog:

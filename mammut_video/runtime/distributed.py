@@ -4,13 +4,18 @@ Every long command shards its work with :class:`DistContext`: each rank takes a 
 (:meth:`DistContext.shard`), rank 0 alone merges and reports (:meth:`DistContext.on_main`), and
 small Python values travel with :meth:`DistContext.gather`. Work done by rank 0 alone goes
 through ``on_main`` so that when it fails every rank stops with its message instead of waiting at
-a barrier (NCCL) or dying on a closed socket (gloo). The backend is gloo on the CPU and NCCL on
+a barrier (NCCL) or dying on a closed socket (gloo). Work that every rank does on its own slice
+reports a failure through the process group's key-value store (:meth:`DistContext.report_failure`);
+the other ranks raise :class:`RankError` with its message at their next :meth:`DistContext.check_peers`
+or :meth:`DistContext.barrier`, whatever launched them. The backend is gloo on the CPU and NCCL on
 GPUs; multi-node runs need nothing more than torchrun's own rendezvous options.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -21,10 +26,28 @@ from mammut_video.errors import MammutVideoError
 from mammut_video.runtime.devices import resolve_device
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+_FAILED_KEY = "mammut_video/failed"
+_BARRIER_POLL_S = 0.01
 
 
-class MainRankError(MammutVideoError):
+class RankError(MammutVideoError):
+    """Raised on the other ranks when one rank failed (the message names the rank and says why)."""
+
+
+class MainRankError(RankError):
     """Raised on the other ranks when work that rank 0 does alone failed (the message says why)."""
+
+
+def _group_store() -> torch.distributed.Store | None:
+    """The key-value store of the default process group (torchrun's rendezvous store), or None."""
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        return _get_default_store()
+    except (ImportError, AttributeError, ValueError, RuntimeError):
+        return None
 
 
 @dataclass
@@ -35,6 +58,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    _barriers: int = field(default=0, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -49,11 +73,50 @@ class DistContext:
         return list(items[self.rank :: self.world_size])
 
     def barrier(self) -> None:
-        if self.distributed:
+        """Wait until every rank gets here; raise :class:`RankError` if a rank reports a failure meanwhile.
+
+        Counted in the process group's store (polled every 10 ms), so a rank that failed and left
+        does not keep the others waiting; the backend's own barrier when there is no store.
+        """
+        if not self.distributed:
+            return
+        store = _group_store()
+        if store is None:
             if torch.distributed.get_backend() == "nccl":
                 torch.distributed.barrier(device_ids=[self.device.index])
             else:
                 torch.distributed.barrier()
+            return
+        self._barriers += 1
+        key = f"mammut_video/barrier/{self._barriers}"
+        store.add(key, 1)
+        while store.add(key, 0) < self.world_size:
+            self.check_peers()
+            time.sleep(_BARRIER_POLL_S)
+
+    def report_failure(self, error: BaseException) -> None:
+        """Tell the other ranks that this one failed with ``error`` (best effort; they raise
+        :class:`RankError` at their next :meth:`check_peers` or :meth:`barrier`)."""
+        store = _group_store() if self.distributed else None
+        if store is None or isinstance(error, RankError):
+            return
+        try:
+            store.set(_FAILED_KEY, f"rank {self.rank} failed ({type(error).__name__}: {error})")
+        except RuntimeError as err:  # the store's host is gone: the group is ending anyway
+            log.debug("could not report the failure of rank %d: %s", self.rank, err)
+
+    def check_peers(self) -> None:
+        """Raise :class:`RankError` with its message when another rank reported a failure."""
+        store = _group_store() if self.distributed else None
+        if store is None:
+            return
+        try:
+            failed = store.check([_FAILED_KEY])
+            message = store.get(_FAILED_KEY).decode() if failed else None
+        except RuntimeError as err:
+            raise RankError(f"rank {self.rank} stopped: lost contact with the process group ({err})") from None
+        if message is not None:
+            raise RankError(f"rank {self.rank} stopped: {message}")
 
     def gather(self, values: list) -> list:
         """Concatenate a small picklable list from every rank, in rank order (every rank gets it)."""
@@ -63,8 +126,9 @@ class DistContext:
         torch.distributed.all_gather_object(parts, values)
         return [v for part in parts for v in (part or [])]
 
-    def on_main(self, work: Callable[[], T]) -> T | None:
-        """Run ``work`` on rank 0 only and return its result there (None elsewhere).
+    def on_main(self, work: Callable[[], T], share: bool = False) -> T | None:
+        """Run ``work`` on rank 0 only and return its result there (None elsewhere, or with
+        ``share`` the same result, pickled and sent to every rank).
 
         Every rank returns together (it is also a barrier). When ``work`` raises, rank 0
         re-raises its exception and every other rank raises :class:`MainRankError` naming it.
@@ -76,10 +140,13 @@ class DistContext:
             except Exception as err:  # re-raised below, after telling the other ranks
                 error = err
         if self.distributed:
-            outcome = [None if error is None else f"{type(error).__name__}: {error}"]
+            outcome = [None if error is None else f"{type(error).__name__}: {error}",
+                       result if share and error is None else None]
             torch.distributed.broadcast_object_list(outcome, src=0)
             if not self.is_main and outcome[0] is not None:
                 raise MainRankError(f"rank {self.rank} stopped: rank 0 failed ({outcome[0]})")
+            if share:
+                result = outcome[1]
         if error is not None:
             raise error
         return result

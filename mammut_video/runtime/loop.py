@@ -80,7 +80,9 @@ def run_sharded(units: Sequence[U], work: Work, store: ResultStore, ctx: DistCon
 
     ``work(units)`` yields ``(results, keys_done)`` per batch: the results to store and how many
     unit keys they finish (the progress bar counts keys). Every rank must call this together; it
-    returns once every rank is done, with counts summed over ranks.
+    returns once every rank is done, with counts summed over ranks. When ``work`` or the store
+    raises on one rank, every other rank raises :class:`~mammut_video.runtime.distributed.RankError`
+    with that message at its next batch or barrier.
     """
     finished = store.finished()
     total = sum(len(u.keys) for u in units)
@@ -97,6 +99,10 @@ def run_sharded(units: Sequence[U], work: Work, store: ResultStore, ctx: DistCon
             processed += keys_done
             failed += sum(1 for r in results if r.get("error"))
             bar.update(keys_done)
+            ctx.check_peers()
+    except BaseException as err:
+        ctx.report_failure(err)  # the other ranks stop with this message instead of waiting for this rank
+        raise
     finally:
         bar.close()
         store.close()
