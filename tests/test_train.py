@@ -139,3 +139,19 @@ def test_text_batches_are_padded_to_their_longest_row():
 def test_finetune_is_exported():
     assert mv.finetune.__module__ == "mammut_video.train.run" and mv.FinetuneConfig is FinetuneConfig
     assert math.isfinite(SCRATCH.lr)
+
+
+def test_the_run_vocabulary_keeps_answer_words_one_token(tmp_path) -> None:
+    # SentencePiece's default unigram model stopped at 62 pieces on the synthetic QA texts and spelled
+    # "left" in 4 of them; answers of several pieces make every answer a multi-step generation.
+    from mammut_video.data import make_synthetic
+    from mammut_video.train.data import corpus, load_split, parse_spec, samples_of
+    from mammut_video.train.run import train_vocabulary
+
+    data = make_synthetic(tmp_path, kind="custom", num_videos=20, frames=4, size=32, seed=0)["custom"]
+    samples = samples_of(load_split(parse_spec(str(data / "train.jsonl"), "train"), "qa", None), "qa")
+    tok = train_vocabulary(corpus(samples, "qa"), tmp_path / "tok", 1000, 32)
+    answers = {s.answer for s in samples}
+    assert {"circle", "square", "triangle"} <= answers and answers & {"left", "right", "up", "down"}
+    for answer in answers:
+        assert len(tok.encode(" " + answer)) == 1, (answer, tok.encode(" " + answer))
