@@ -141,7 +141,7 @@ def test_duplicate_question_ids_name_the_id_and_both_records() -> None:
         QATask(split)
 
 
-# ------------------------------------------------------------------ prefix tree
+# ------------------------------------------------------------------ prefix tree, shared clips, precision
 SHARED_PREFIXES = ["playing guitar", "playing piano", "playing", "play", "red", "red car", "red car wash",
                    "red", "two", "", "a man playing guitar on a stage", "blue", "blueberry"]
 
@@ -175,3 +175,86 @@ def test_rank_with_shared_prefixes_equals_direct_scores(tiny, direct, batch_size
     torch.testing.assert_close(ours, total, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(normed, normalized, atol=1e-5, rtol=1e-5)
     assert torch.equal(ours[:, 4], ours[:, 7])  # a duplicate candidate scores alike
+
+
+def test_answer_questions_reads_each_clip_kv_in_place(tiny, direct, monkeypatch) -> None:
+    """7 questions about 2 clips: cross-attention reads 2 clips' K/V, never one copy per question,
+    and the answers equal model.answer on a copy of each question's clip."""
+    from mammut_video.eval.tasks import answer_questions
+    from mammut_video.model.decoder import Attention
+
+    seen: list[int] = []
+    attend_clips = Attention.attend_clips
+
+    def recording(self, q, kv, rows):
+        seen.append(kv[0].shape[0])
+        return attend_clips(self, q, kv, rows)
+
+    video, questions = direct["video"], direct["questions"]
+    with torch.inference_mode():
+        expected = tiny.answer(video[CLIP_INDEX], questions, max_new_tokens=4)
+        monkeypatch.setattr(Attention, "attend_clips", recording)
+        answers = answer_questions(tiny, video, CLIP_INDEX, questions, batch_size=5, max_new_tokens=4)
+    assert answers == expected
+    assert seen and set(seen) == {2}
+
+
+def test_bf16_autocast_stays_within_tolerance_of_fp32(tiny, direct) -> None:
+    """bf16 keeps ~3 significant digits: log-probability sums agree to a few hundredths per token."""
+    from mammut_video.runtime.precision import autocast
+
+    video, questions = direct["video"], direct["questions"]
+    cpu = torch.device("cpu")
+    with torch.inference_mode():
+        with autocast(cpu, "bf16"):
+            bf16 = tiny.rank_answers(video, questions, CANDIDATES, clip_index=CLIP_INDEX, length_normalize=True)
+            logits, _ = tiny.text.forward_generative(torch.tensor([[49406, 320, 1929]]),
+                                                      tiny.cross_kv(tiny.visual.forward_tokens(video[:1])))
+        ref, _ = tiny.text.forward_generative(torch.tensor([[49406, 320, 1929]]),
+                                              tiny.cross_kv(tiny.visual.forward_tokens(video[:1])))
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(bf16, direct["normalized"], atol=0.05, rtol=0.005)
+    torch.testing.assert_close(logits.float(), ref, atol=0.05, rtol=0.005)
+    assert not torch.equal(bf16, direct["normalized"])  # autocast did run in bf16
+
+
+def test_precision_and_compile_options_reach_the_eval_config(tmp_path) -> None:
+    import argparse
+
+    from mammut_video.commands import eval as eval_command
+    from mammut_video.eval.config import EvalConfig
+
+    parser = argparse.ArgumentParser()
+    eval_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["eval", "msrvtt-qa", "--data-root", str(tmp_path), "--checkpoint", str(tmp_path),
+                              "--precision", "bf16", "--compile"])
+    config = eval_command.config_from_args(args)
+    assert (config.precision, config.compile) == ("bf16", True)
+    defaults = eval_command.config_from_args(parser.parse_args(["eval", "msrvtt-qa", "--data-root", str(tmp_path),
+                                                                "--checkpoint", str(tmp_path)]))
+    assert (defaults.precision, defaults.compile) == (None, False)  # None: the device's default
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        EvalConfig("msrvtt-qa", checkpoint=tmp_path, data_root=tmp_path, precision="fp8")
+
+
+@pytest.mark.slow
+def test_eval_in_bf16_with_compile_records_its_precision(tmp_path) -> None:
+    import json
+
+    from mammut_video.data import make_synthetic
+    from mammut_video.eval import EvalConfig, evaluate
+
+    data = make_synthetic(tmp_path / "data", kind="msrvtt", num_videos=4, frames=8, size=64, seed=3)["msrvtt"]
+    torch.manual_seed(0)
+    mv.create_model("mammut-video-tiny", num_frames=4).save_pretrained(tmp_path / "ckpt")
+    runs = {}
+    for precision, compile_ in (("fp32", False), ("bf16", True)):
+        out = tmp_path / precision
+        result = evaluate(EvalConfig("msrvtt-qa", checkpoint=tmp_path / "ckpt", data_root=data, limit=3,
+                                     device="cpu", precision=precision, compile=compile_, workers=0, out=out,
+                                     progress=False))
+        metrics = json.loads(result.metrics_path.read_text())
+        assert metrics["precision"] == precision and metrics["run"]["compile"] is compile_
+        assert json.loads((out / "settings.json").read_text())["precision"] == precision
+        runs[precision] = [r["prediction"] for r in map(json.loads, result.predictions_path.read_text().splitlines())]
+    assert len(runs["bf16"]) == len(runs["fp32"]) == 3 and all(isinstance(p, str) for p in runs["bf16"])

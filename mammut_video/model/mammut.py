@@ -148,6 +148,15 @@ class MammutVideo(nn.Module):
             out["logit_bias"] = self.logit_bias
         return out
 
+    def compile_inference(self, **compile_kwargs: Any) -> None:
+        """Compile the inference hot paths with ``torch.compile`` (opt-in): the video encoder's
+        ``forward_tokens`` and the decoder's cached pass (every generation step). Outputs stay the
+        same; the first calls at each new shape pay the compilation (minutes on a CPU), so it is
+        worth it for long runs, on a GPU above all. ``compile_kwargs`` go to ``torch.compile``."""
+        # an instance attribute shadows the method, so every caller of forward_tokens (forward too) gets it
+        self.visual.forward_tokens = torch.compile(self.visual.forward_tokens, **compile_kwargs)
+        self.text.compile_steps(**compile_kwargs)
+
     # ----------------------------------------------------------------- generation
     @contextmanager
     def inference(self) -> Iterator[None]:
