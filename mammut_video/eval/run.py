@@ -187,15 +187,16 @@ def _predict(task: Any, model: Any, config: EvalConfig, frames: int, device: Any
     from mammut_video.data import ClipDataset, make_loader
     from mammut_video.runtime.precision import autocast
 
-    first = [True]
+    first_batch = True
 
     def predict(batch: dict, decoded: list) -> list[dict]:
+        nonlocal first_batch
         started = time.perf_counter()
         with torch.inference_mode(), autocast(device, precision):
             records = task.predict(model, batch["video"].to(device), decoded)
-        if first[0] and config.compile:
+        if first_batch and config.compile:
             log.info("first batch with torch.compile: %.1f s (compilation included)", time.perf_counter() - started)
-        first[0] = False
+        first_batch = False
         return records
 
     def work(units: list) -> Iterator[tuple[list[dict], int]]:
