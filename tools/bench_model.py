@@ -28,8 +28,12 @@
     allocator's peak.
 (f) torch.compile on / off: the encoder on one clip and greedy generation at batch 1, steady-state
     times (interleaved) and the first compiled call, compilation included.
+(g) precision (fp32 / bf16 / fp16 autocast, ``runtime.precision``): clips/s of encode + caption
+    (30 new tokens) for a batch of clips, and questions/s of ``answer_questions`` with 24
+    questions per clip (MSRVTT-QA's average), the eval's generate protocol. Meant for a GPU:
+    bf16 on a CPU without bf16 instructions is several times slower than fp32.
 
-Usage: ``python tools/bench_model.py [--sections a b c d e f] [--repeats 5] [--gen-repeats 3]
+Usage: ``python tools/bench_model.py [--sections a b c d e f g] [--repeats 5] [--gen-repeats 3]
 [--frames 8 16 32] [--new-tokens 8 32 64] [--gen-batch 1 4 32] [--rank-questions 2] [--device cpu] [--threads N]``
 """
 
@@ -52,6 +56,7 @@ from mammut_video.eval.tasks import answer_questions
 from mammut_video.model import create_model
 from mammut_video.model.generation import generate, left_pad
 from mammut_video.model.ranking import AnswerTrie, score_answers
+from mammut_video.runtime.precision import autocast
 from mammut_video.text.prompts import qa_prompt_ids
 
 REALDATA_ANSWERS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "msvd" / "violet_txt_msvd-qa.json"
@@ -303,8 +308,28 @@ def bench_compile(model, args, device) -> None:
           f"| {comp[0] / n:>8.1f} | {ratio(eager, comp)}   (per token)")
 
 
+def bench_precision(model, args, device) -> None:
+    batch = args.clip_batch
+    print(f"\n(g) precision: {batch} clips of {model.config.num_frames} frames, encode + caption (30 new tokens), "
+          "and answer_questions with 24 questions per clip (greedy, 10 new tokens)")
+    print(f"{'precision':>9} | {'clips/s':>8} | {'questions/s':>11}")
+    clips = random_clips(model, batch, device)
+    questions = [f"what is the person number {i} doing in the video?" for i in range(24 * batch)]
+    clip_index = [q // 24 for q in range(len(questions))]
+    for precision in args.precisions:
+        with autocast(device, precision):
+            def caption() -> None:
+                model.caption(clips, max_new_tokens=30)
+
+            def answer() -> None:
+                answer_questions(model, clips, clip_index, questions, batch_size=64)
+
+            (c, _), (q, _) = median_ms([caption, answer], args.gen_repeats, device)
+        print(f"{precision:>9} | {batch / c * 1000:>8.2f} | {len(questions) / q * 1000:>11.1f}")
+
+
 SECTIONS = {"a": bench_encoder, "b": bench_generation, "c": bench_beam, "d": bench_rank, "e": bench_memory,
-            "f": bench_compile}
+            "f": bench_compile, "g": bench_precision}
 
 
 def main() -> None:
@@ -327,6 +352,8 @@ def main() -> None:
     parser.add_argument("--rank-batch", type=int, default=256, help="positions per decoder pass (eval's default)")
     parser.add_argument("--rank-repeats", type=int, default=1)
     parser.add_argument("--compile-tokens", type=int, default=32)
+    parser.add_argument("--clip-batch", type=int, default=8, help="clips per batch in (g)")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16"), default=["fp32", "bf16"])
     args = parser.parse_args()
 
     device = torch.device(args.device)
