@@ -139,8 +139,9 @@ def score_answers(decoder: TextDecoder, clip_kv: list[KV], prompts: list[list[in
     device = clip_kv[0][0].device
     limit = decoder.context_length
     edge_depth = torch.tensor(trie.edge_depth, device=device)
-    root = torch.tensor([e for e, src in enumerate(trie.edge_src) if src < 0], dtype=torch.long, device=device)
-    root_tokens = torch.tensor([trie.edge_token[e] for e in root.tolist()], dtype=torch.long, device=device)
+    first_edges = [e for e, src in enumerate(trie.edge_src) if src < 0]  # a candidate's first token
+    root = torch.tensor(first_edges, dtype=torch.long, device=device)
+    root_tokens = torch.tensor([trie.edge_token[e] for e in first_edges], dtype=torch.long, device=device)
     width = max(len(p) for p in trie.paths)
     num_edges = len(trie.edge_src)
     paths = torch.tensor([p + [num_edges] * (width - len(p)) for p in trie.paths], device=device)  # pad: a 0 column
