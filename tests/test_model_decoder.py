@@ -119,3 +119,94 @@ def test_contrastive_text_features_do_not_depend_on_video():
     assert a["logits"].shape == (2 * 31, 49408) and torch.equal(a["targets"], ids[:, 1:].reshape(-1))
     # returned as its name says: the inverse temperature, exp of the log-space parameter (open_clip)
     assert a["logit_scale"].ndim == 0 and a["logit_scale"].item() == pytest.approx(1 / 0.07)
+
+
+# ------------------------------------------------------------------ the preallocated cache, shared clips, tree
+def _cached_logits(decoder, ids, valid, kv, capacity):
+    """Prompt (all but the last 3 tokens) into an empty cache, then the rest one token per step."""
+    from mammut_video.model.decoder import DecoderCache
+
+    cache = decoder.empty_cache(ids.shape[0], capacity, ids.device)
+    buffers = [k.data_ptr() for k, _ in cache.kv]
+    states, out = decoder.generative_states(ids[:, :-3], kv, cache, valid[:, :-3])
+    assert isinstance(out, DecoderCache) and out is cache
+    steps = [states]
+    for t in range(ids.shape[1] - 3, ids.shape[1]):
+        states, cache = decoder.generative_states(ids[:, t: t + 1], kv, cache)
+        steps.append(states)
+    assert [k.data_ptr() for k, _ in cache.kv] == buffers  # written in place, never grown or copied
+    assert all(k.shape[2] == capacity for k, _ in cache.kv)
+    return decoder.logits(torch.cat(steps, dim=1))
+
+
+def test_cached_steps_equal_the_full_pass_with_left_padding(decoder):
+    ids = torch.randint(1, 97, (2, 9))
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    valid[1, :3] = False  # row 1: a shorter prompt, left-padded
+    ids[1, :3] = 0
+    kv = _image_kv(decoder, 2)
+    with torch.no_grad():
+        cached = _cached_logits(decoder, ids, valid, kv, capacity=12)
+        full, _ = decoder.forward_generative(ids, kv, valid=valid)
+        alone, _ = decoder.forward_generative(ids[1:, 3:], [(k[1:], v[1:]) for k, v in kv])
+    torch.testing.assert_close(cached[0], full[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached[1, 3:], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_full_cache_refuses_more_tokens(decoder):
+    kv = _image_kv(decoder, 1)
+    with torch.no_grad():
+        _, cache = decoder.generative_states(torch.tensor([[5, 6]]), kv)  # no room: exactly these two
+        with pytest.raises(ValueError, match="no room for 1 more"):
+            decoder.generative_states(torch.tensor([[7]]), kv, cache)
+        with pytest.raises(ValueError, match="capacity 25"):
+            decoder.empty_cache(1, 25, torch.device("cpu"))  # context length 24
+
+
+def test_shared_clip_kv_equals_a_copy_per_row(decoder):
+    from mammut_video.model.decoder import ClipKV
+
+    ids = torch.randint(1, 97, (6, 5))
+    kv = _image_kv(decoder, 3)
+    for rows in [(2, 2, 2), (1, 0, 5), (3, 1, 2)]:
+        clip_of_row = torch.tensor([c for c, r in enumerate(rows) for _ in range(r)])
+        with torch.no_grad():
+            shared, _ = decoder.forward_generative(ids, ClipKV(kv, rows))
+            copied, _ = decoder.forward_generative(ids, [(k[clip_of_row], v[clip_of_row]) for k, v in kv])
+        torch.testing.assert_close(shared, copied, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="for 5 rows, but 6 rows"):
+        decoder.forward_generative(ids, ClipKV(kv, (1, 2, 2)))
+
+
+def test_tree_nodes_equal_each_branch_fed_alone(decoder):
+    """Nodes a, a-b, a-b-c, d after a prompt: each attends to the prompt and its own ancestors only."""
+    prompt = torch.tensor([[3, 4, 5, 6]])
+    tokens = torch.tensor([[10, 11, 12, 13]])  # a, b (after a), c (after a b), d
+    depth = torch.tensor([1, 2, 3, 1])
+    tree = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    kv = _image_kv(decoder, 1)
+    with torch.no_grad():
+        _, cache = decoder.generative_states(prompt, kv)
+        nodes = decoder.tree_states(tokens, depth, tree, kv, cache)
+        abc, _ = decoder.generative_states(torch.cat([prompt, tokens[:, :3]], dim=1), kv)
+        d, _ = decoder.generative_states(torch.cat([prompt, tokens[:, 3:]], dim=1), kv)
+    torch.testing.assert_close(nodes[:, :3], abc[:, 4:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(nodes[:, 3], d[:, 4], atol=1e-5, rtol=1e-5)
+
+
+def test_a_cached_step_compiles_without_graph_breaks(decoder):
+    """No host sync (reading a tensor's value: .item(), int(), bool()) and no data-dependent Python
+    branch in a cached step: either would break the graph (and stop a GPU every step)."""
+    import torch._dynamo
+
+    from mammut_video.model.decoder import ClipKV
+
+    kv = ClipKV(_image_kv(decoder, 2), (1, 1))
+    with torch.no_grad():
+        cache = decoder.empty_cache(2, 8, torch.device("cpu"))
+        decoder.generative_states(torch.tensor([[5, 6, 7], [0, 8, 9]]), kv, cache,
+                                  torch.tensor([[True, True, True], [False, True, True]]))
+        slots = cache.claim(1, torch.device("cpu"))
+        explained = torch._dynamo.explain(decoder._extend)(torch.tensor([[3], [4]]), kv, cache, None, slots)
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1

@@ -214,3 +214,60 @@ def test_generation_runs_in_eval_mode_without_autograd_and_restores_the_mode() -
     model.rank_answers(video, ["what is it?"], ["red", "blue"])
     assert seen and all(not training and not grad for training, grad in seen)
     assert model.training and all(m.training for m in model.modules())
+
+
+# ------------------------------------------------------------------ shared clips, last-position logits, compile
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_prompts_sharing_clips_equal_a_kv_copy_per_prompt(decoder, num_beams):
+    prompts = [[48, 3], [48], [48, 10, 11], [48, 5], [48, 7, 7]]
+    clip_index = [1, 0, 1, 2, 0]  # not grouped: generate groups them and puts the answers back in order
+    kv = _kv(decoder, 3, seed=2)
+    kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=6, num_beams=num_beams)
+    shared = generate(decoder, kv, prompts, clip_index=clip_index, **kwargs)
+    idx = torch.tensor(clip_index)
+    copied = generate(decoder, [(k[idx], v[idx]) for k, v in kv], prompts, **kwargs)
+    assert shared == copied
+    with pytest.raises(ValueError, match="outside the 3 clips"):
+        generate(decoder, kv, prompts, clip_index=[0, 1, 2, 3, 0], **kwargs)
+
+
+def test_cross_attention_reads_each_clip_once_per_step(decoder, monkeypatch):
+    """Beams and prompts of a clip read its K/V in place: attention sees (clips, ...) K/V, never (rows, ...)."""
+    from mammut_video.model.decoder import Attention
+
+    seen: list[int] = []
+    attend_clips = Attention.attend_clips
+
+    def recording(self, q, kv, rows):
+        seen.append(kv[0].shape[0])
+        return attend_clips(self, q, kv, rows)
+
+    monkeypatch.setattr(Attention, "attend_clips", recording)
+    generate(decoder, _kv(decoder, 2), [[48, 3], [48], [48, 4]], eos_id=-1, max_new_tokens=3, num_beams=3,
+             clip_index=[0, 0, 1])
+    assert seen and set(seen) == {2}
+
+
+def test_generation_takes_vocabulary_logits_at_the_last_position_only(decoder, monkeypatch):
+    shapes: list[tuple[int, ...]] = []
+    logits = TextDecoder.logits
+
+    def recording(self, states):
+        shapes.append(tuple(states.shape))
+        return logits(self, states)
+
+    monkeypatch.setattr(TextDecoder, "logits", recording)
+    generate(decoder, _kv(decoder, 3), PROMPTS, eos_id=-1, max_new_tokens=4)
+    assert shapes == [(3, CFG.width)] * 4  # the prompt's last position, then one position per step
+
+
+@pytest.mark.slow
+def test_compiled_steps_give_the_same_tokens(decoder):
+    import copy
+
+    compiled = copy.deepcopy(decoder)
+    compiled.compile_steps()
+    kv = _kv(decoder, 3, seed=5)
+    for num_beams in (1, 3):
+        kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8, num_beams=num_beams)
+        assert generate(compiled, kv, PROMPTS, **kwargs) == generate(decoder, kv, PROMPTS, **kwargs)

@@ -1,37 +1,74 @@
 """Benchmark the model core on this machine (random weights; timings only).
 
-(a) ``mammut-video-B-16`` encoder: sparse tubes (one ViT pass per clip) vs. encoding every frame
-    separately through the same ViT, at 8 / 16 / 32 frames of 224x224.
-(b) caption generation, ms per generated token (per step of the whole batch), for 8 / 32 / 64 new
-    tokens, batches of 1 and 4 clips (greedy, EOS disabled so every run produces exactly that many
-    tokens), three ways:
+(a) encoder: sparse tubes (one ViT pass per clip) vs. encoding every frame separately through
+    the same ViT, at 8 / 16 / 32 frames of 224x224.
+(b) greedy caption generation, ms per generated token (per step of the whole batch), for 8 / 32 /
+    64 new tokens, batches of 1, 4 and 32 clips (EOS disabled so every run produces exactly that
+    many tokens), three ways:
 
-    - cache: self-attention K/V grow one token per step, cross-attention K/V computed once per clip
+    - cache: the prompt written into a preallocated self-attention cache, then one token per step,
+      vocabulary logits at the last position only, cross-attention K/V computed once per clip
       (``generate(use_cache=True)``);
-    - no cache: no key/value cache at all, as open_clip's CoCa/MaMMUT ``generate``:
-      every step re-runs the decoder on the whole prefix and recomputes the cross-attention K/V from
-      the visual tokens (:func:`generate_without_cache`, checked to give the same tokens);
+    - no cache: no key/value cache at all, as open_clip's CoCa/MaMMUT ``generate``: every step
+      re-runs the decoder on the whole prefix, logits at every position, and recomputes the
+      cross-attention K/V from the visual tokens (:func:`generate_without_cache`, checked to give
+      the same tokens);
     - prefix re-run: the whole prefix every step, but cross-attention K/V computed once
       (``generate(use_cache=False)``), to show what each half of the cache is worth.
+(c) beam search (3 beams), ms per step: cache vs. prefix re-run; the beams read their clip's
+    cross-attention K/V in place.
+(d) the rank protocol, seconds per question on a candidate list (MSVD-QA's 1,000 answers from
+    ``../shared/realdata`` when present, else 1,000 one-token words): the candidates as a prefix
+    tree after the question's cached prompt (``model.ranking``) vs. every candidate fed in full
+    after its own copy of the prompt's cache (:func:`rank_without_sharing`, the protocol before the
+    tree; checked to give the same scores). The clip's encoding is left out of both.
+(e) peak memory of answering 64 questions about one clip (``eval.tasks.answer_questions``, 10
+    new tokens): the clip's cross-attention K/V read in place by every question vs. copied per
+    question. On the CPU: the rise of the process's peak resident memory (Linux), on CUDA: the
+    allocator's peak.
+(f) torch.compile on / off: the encoder on one clip and greedy generation at batch 1, steady-state
+    times (interleaved) and the first compiled call, compilation included.
+(g) precision (fp32 / bf16 / fp16 autocast, ``runtime.precision``): clips/s of encode + caption
+    (30 new tokens) for a batch of clips, and questions/s of ``answer_questions`` with 24
+    questions per clip (MSRVTT-QA's average), the eval's generate protocol. Meant for a GPU:
+    bf16 on a CPU without bf16 instructions is several times slower than fp32.
 
-Usage: ``python tools/bench_model.py [--repeats 5] [--gen-repeats 3] [--frames 8 16 32] [--new-tokens 8 32 64]``
+Usage: ``python tools/bench_model.py [--sections a b c d e f g] [--repeats 5] [--gen-repeats 3]
+[--frames 8 16 32] [--new-tokens 8 32 64] [--gen-batch 1 4 32] [--rank-questions 2] [--device cpu] [--threads N]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import ctypes
+import json
+import re
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 import mammut_video  # noqa: F401  (torchvision guard before timm)
+from mammut_video.eval.tasks import answer_questions
 from mammut_video.model import create_model
-from mammut_video.model.generation import generate
+from mammut_video.model.generation import generate, left_pad
+from mammut_video.model.ranking import AnswerTrie, score_answers
+from mammut_video.runtime.precision import autocast
+from mammut_video.text.prompts import qa_prompt_ids
+
+REALDATA_ANSWERS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "msvd" / "violet_txt_msvd-qa.json"
+SOT = 49406
 
 
-def median_ms(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float, float]]:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_ms(fns: list[Callable[[], object]], repeats: int, device: torch.device) -> list[tuple[float, float]]:
     """(median, fastest) wall time in ms of each function; runs are interleaved so that load from
     other processes on a shared machine hits all of them alike (the fastest run is the least disturbed)."""
     for fn in fns:
@@ -39,73 +76,296 @@ def median_ms(fns: list[Callable[[], object]], repeats: int) -> list[tuple[float
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
         for fn, out in zip(fns, times):
+            sync(device)
             start = time.perf_counter()
             fn()
+            sync(device)
             out.append((time.perf_counter() - start) * 1000)
     return [(statistics.median(t), min(t)) for t in times]
+
+
+def ratio(slow: tuple[float, float], fast: tuple[float, float]) -> str:
+    """``slow / fast`` as "median x (fastest-run x)"."""
+    return f"{slow[0] / fast[0]:>5.1f}x ({slow[1] / fast[1]:>4.1f}x)"
 
 
 @torch.no_grad()
 def generate_without_cache(model, tokens: torch.Tensor, sot: int, n: int) -> list[list[int]]:
     """Greedy decoding with no key/value cache of any kind (open_clip's ``generate``): each step
     maps the visual tokens (B, N, Dv) to cross-attention K/V again and re-runs the whole prefix."""
-    ids = torch.full((tokens.shape[0], 1), sot, dtype=torch.long)
+    ids = torch.full((tokens.shape[0], 1), sot, dtype=torch.long, device=tokens.device)
     for _ in range(n):
         logits, _ = model.text.forward_generative(ids, model.cross_kv(tokens))
         ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
     return ids[:, 1:].tolist()
 
 
+@torch.no_grad()
+def rank_without_sharing(model, clip_kv, prompt: list[int], answers: list[list[int]], batch: int) -> torch.Tensor:
+    """One question's candidate scores (K,) as the rank protocol computed them before the prefix
+    tree: the prompt once, then every candidate fed in full (all but its last token; candidates of
+    similar length batched together), each row with its own copy of the prompt's cache, logits at
+    every fed position."""
+    text, device = model.text, clip_kv[0][0].device
+    cache = text.empty_cache(1, len(prompt) + max(len(a) for a in answers) - 1, device)
+    states, cache = text.generative_states(torch.tensor([prompt], device=device), clip_kv, cache)
+    first = text.logits(states[:, -1]).float().log_softmax(-1)[0]
+    order = sorted(range(len(answers)), key=lambda k: len(answers[k]))
+    scores = torch.empty(len(answers))
+    for s in range(0, len(order), batch):
+        rows = order[s: s + batch]
+        seqs = [answers[k] for k in rows]
+        total = first[torch.tensor([a[0] for a in seqs], device=device)]
+        if max(len(a) for a in seqs) > 1:
+            feed, real = left_pad([a[:-1] or [0] for a in seqs], 0, device)  # left-padded: the same positions
+            target, _ = left_pad([a[1:] or [0] for a in seqs], 0, device)
+            real &= torch.tensor([[len(a) > 1] for a in seqs], device=device)
+            copies = cache.select(torch.zeros(len(seqs), dtype=torch.long, device=device))
+            kv_rows = [(k.expand(len(seqs), -1, -1, -1), v.expand(len(seqs), -1, -1, -1)) for k, v in clip_kv]
+            step, _ = text.generative_states(feed, kv_rows, copies, real)
+            lp = text.logits(step).float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
+            total = total + (lp * real).sum(1)
+        scores[rows] = total.cpu()
+    return scores
+
+
+def candidate_answers(tok, count: int) -> tuple[list[str], str]:
+    """MSVD-QA's answer list from the shared real data when present, else ``count`` one-token words."""
+    if REALDATA_ANSWERS.is_file():
+        return json.loads(REALDATA_ANSWERS.read_text())["vocab"][:count], "MSVD-QA answer list"
+    words = []
+    for i in range(1000, 49000):
+        w = tok.decode([i]).strip()
+        if w.isalpha() and len(w) > 2:
+            words.append(w)
+        if len(words) == count:
+            break
+    return words, "one-token words of the tokenizer"
+
+
+def peak_memory_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """How far ``fn`` raises peak memory above what is in use when it starts, in MiB."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # give freed heap back, so the resident size is what is in use
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident size (VmHWM)
+
+    def status(key: str) -> float:
+        return int(re.search(rf"{key}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+    before = status("VmRSS")
+    fn()
+    return status("VmHWM") - before
+
+
+def bench_encoder(model, args, device) -> None:
+    print(f"\n(a) encoder, one {model.config.vision.image_size}px clip")
+    print(f"{'frames':>6} | {'tube tokens':>11} | {'tube ms':>8} | {'per-frame tokens':>16} | {'per-frame ms':>12} "
+          f"| {'speed-up':>17}")
+    for t in args.frames:
+        clip = random_clips(model, 1, device, t)
+        n_tube = model.visual.forward_tokens(clip).shape[1]
+        n_frame = model.visual.forward_per_frame(clip).shape[1]
+        tube, frame = median_ms([lambda: model.visual.forward_tokens(clip),
+                                 lambda: model.visual.forward_per_frame(clip)], args.repeats, device)
+        print(f"{t:>6} | {n_tube:>11} | {tube[0]:>8.1f} | {n_frame:>16} | {frame[0]:>12.1f} | {ratio(frame, tube)}")
+
+
+def random_clips(model, batch: int, device, frames: int | None = None) -> torch.Tensor:
+    """(batch, 3, T, S, S) noise at the model's frame count (or ``frames``) and image size."""
+    size = model.config.vision.image_size
+    return torch.randn(batch, 3, frames or model.config.num_frames, size, size, device=device)
+
+
+def visual_tokens(model, batch: int, device) -> torch.Tensor:
+    return model.visual.forward_tokens(random_clips(model, batch, device))
+
+
+def bench_generation(model, args, device) -> None:
+    print(f"\n(b) greedy generation, {model.config.num_frames}-frame clips, ms per generated token; "
+          "speed-ups: median (fastest run)")
+    print(f"{'batch':>5} | {'new tokens':>10} | {'cache':>7} | {'no cache':>8} | {'prefix re-run':>13} "
+          f"| {'cache vs no cache':>17} | {'cache vs prefix re-run':>22}")
+    for batch in args.gen_batch:
+        tokens = visual_tokens(model, batch, device)
+        sot = [[SOT] for _ in range(batch)]
+        for n in args.new_tokens:
+            def cached() -> list[list[int]]:
+                out = generate(model.text, model.cross_kv(tokens), sot, eos_id=-1, max_new_tokens=n)
+                assert all(len(row) == n for row in out)
+                return out
+
+            def prefix_rerun() -> list[list[int]]:
+                return generate(model.text, model.cross_kv(tokens), sot, eos_id=-1, max_new_tokens=n,
+                                use_cache=False)
+
+            assert cached() == generate_without_cache(model, tokens, SOT, n) == prefix_rerun()
+            c, u, p = median_ms([cached, lambda: generate_without_cache(model, tokens, SOT, n), prefix_rerun],
+                                args.gen_repeats, device)
+            print(f"{batch:>5} | {n:>10} | {c[0] / n:>7.1f} | {u[0] / n:>8.1f} | {p[0] / n:>13.1f} "
+                  f"| {ratio(u, c):>17} | {ratio(p, c):>22}")
+
+
+def bench_beam(model, args, device) -> None:
+    n = args.beam_tokens
+    print(f"\n(c) beam search, 3 beams, {n} steps (EOS disabled), ms per step")
+    print(f"{'batch':>5} | {'cache':>7} | {'prefix re-run':>13} | {'cache vs prefix re-run':>22}")
+    for batch in args.beam_batch:
+        kv = model.cross_kv(visual_tokens(model, batch, device))
+        sot = [[SOT] for _ in range(batch)]
+
+        def beam(use_cache: bool) -> list[list[int]]:
+            return generate(model.text, kv, sot, eos_id=-1, max_new_tokens=n, num_beams=3, use_cache=use_cache)
+
+        assert beam(True) == beam(False)
+        c, p = median_ms([lambda: beam(True), lambda: beam(False)], args.gen_repeats, device)
+        print(f"{batch:>5} | {c[0] / n:>7.1f} | {p[0] / n:>13.1f} | {ratio(p, c):>22}")
+
+
+def bench_rank(model, args, device) -> None:
+    tok = model.tokenizer
+    candidates, source = candidate_answers(tok, args.candidates)
+    answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
+    questions = [f"what is the person in the red shirt number {i} doing?" for i in range(args.rank_questions)]
+    prompts = qa_prompt_ids(tok, questions, model.config.text.context_length)
+    kv = model.cross_kv(visual_tokens(model, 1, device))
+    trie_nodes = AnswerTrie(answers).num_nodes
+    print(f"\n(d) rank protocol, {len(candidates)} candidates ({source}: {sum(len(a) - 1 for a in answers)} "
+          f"answer tokens to feed, {trie_nodes} prefix-tree nodes), {len(questions)} questions about one clip, "
+          f"{args.rank_batch} positions per pass; seconds per question")
+
+    def tree() -> torch.Tensor:
+        total, _ = score_answers(model.text, kv, prompts, AnswerTrie(answers), tok.pad_id, args.rank_batch)
+        return total
+
+    def flat() -> torch.Tensor:
+        return torch.stack([rank_without_sharing(model, kv, p, answers, args.rank_batch) for p in prompts])
+
+    torch.testing.assert_close(tree(), flat(), atol=1e-4, rtol=1e-5)
+    t, f = median_ms([tree, flat], args.rank_repeats, device)
+    q = len(questions) * 1000
+    print(f"{'prefix tree':>12} | {'no sharing':>10} | speed-up\n{t[0] / q:>12.2f} | {f[0] / q:>10.2f} | {ratio(f, t)}")
+
+
+def bench_memory(model, args, device) -> None:
+    video = random_clips(model, 1, device)
+    tok = model.tokenizer
+    questions = [f"what is the person number {i} doing in the video?" for i in range(64)]
+
+    def shared(count: int = 64) -> None:
+        answer_questions(model, video, [0] * count, questions[:count], batch_size=64)
+
+    def copied(count: int = 64) -> None:
+        kv = model.cross_kv(model.visual.forward_tokens(video))
+        idx = torch.zeros(count, dtype=torch.long, device=device)
+        generate(model.text, [(k[idx], v[idx]) for k, v in kv], qa_prompt_ids(tok, questions[:count]),
+                 eos_id=tok.eot_id, pad_id=tok.pad_id, max_new_tokens=10)
+
+    shared(2)  # warm-up: lazy initialisations are not part of the peak
+    copied(2)
+    peaks = {name: [peak_memory_mib(fn, device) for _ in range(2)] for name, fn in (("copied", copied),
+                                                                                   ("shared", shared))}
+    print(f"\n(e) peak memory, 64 questions about one {model.config.num_frames}-frame clip (greedy, 10 new "
+          "tokens), MiB above what was in use before (two runs each)")
+    print(f"{'K/V copied per question':>23} | {'K/V shared':>10} | ratio")
+    c, s = min(peaks["copied"]), min(peaks["shared"])
+    print(f"{' / '.join(f'{p:.0f}' for p in peaks['copied']):>23} | {' / '.join(f'{p:.0f}' for p in peaks['shared']):>10}"
+          f" | {c / max(s, 1e-9):.1f}x")
+
+
+def bench_compile(model, args, device) -> None:
+    print("\n(f) torch.compile, default mode: first call (compilation included) and steady-state times, ms")
+    clip = random_clips(model, 1, device)
+    compiled_encoder = torch.compile(model.visual.forward_tokens)
+    start = time.perf_counter()
+    compiled_encoder(clip)
+    first_encoder = time.perf_counter() - start
+    torch.testing.assert_close(compiled_encoder(clip), model.visual.forward_tokens(clip), atol=1e-3, rtol=1e-3)
+    eager, comp = median_ms([lambda: model.visual.forward_tokens(clip), lambda: compiled_encoder(clip)],
+                            args.repeats, device)
+    print(f"{'what':<28} | {'first call s':>12} | {'eager':>8} | {'compiled':>8} | speed-up")
+    print(f"{'encoder, 1 clip':<28} | {first_encoder:>12.1f} | {eager[0]:>8.1f} | {comp[0]:>8.1f} | {ratio(eager, comp)}")
+
+    n = args.compile_tokens
+    decoder = copy.deepcopy(model.text)
+    decoder.compile_steps()
+    kv = model.cross_kv(visual_tokens(model, 1, device))
+
+    def run(text) -> list[list[int]]:
+        return generate(text, kv, [[SOT]], eos_id=-1, max_new_tokens=n)
+
+    start = time.perf_counter()
+    tokens = run(decoder)
+    first_decoder = time.perf_counter() - start
+    assert tokens == run(model.text), "compiled and eager generation gave different tokens"
+    eager, comp = median_ms([lambda: run(model.text), lambda: run(decoder)], args.gen_repeats, device)
+    print(f"{f'generation, batch 1, {n} tok':<28} | {first_decoder:>12.1f} | {eager[0] / n:>8.1f} "
+          f"| {comp[0] / n:>8.1f} | {ratio(eager, comp)}   (per token)")
+
+
+def bench_precision(model, args, device) -> None:
+    batch = args.clip_batch
+    print(f"\n(g) precision: {batch} clips of {model.config.num_frames} frames, encode + caption (30 new tokens), "
+          "and answer_questions with 24 questions per clip (greedy, 10 new tokens)")
+    print(f"{'precision':>9} | {'clips/s':>8} | {'questions/s':>11}")
+    clips = random_clips(model, batch, device)
+    questions = [f"what is the person number {i} doing in the video?" for i in range(24 * batch)]
+    clip_index = [q // 24 for q in range(len(questions))]
+    for precision in args.precisions:
+        with autocast(device, precision):
+            def caption() -> None:
+                model.caption(clips, max_new_tokens=30)
+
+            def answer() -> None:
+                answer_questions(model, clips, clip_index, questions, batch_size=64)
+
+            (c, _), (q, _) = median_ms([caption, answer], args.gen_repeats, device)
+        print(f"{precision:>9} | {batch / c * 1000:>8.2f} | {len(questions) / q * 1000:>11.1f}")
+
+
+SECTIONS = {"a": bench_encoder, "b": bench_generation, "c": bench_beam, "d": bench_rank, "e": bench_memory,
+            "f": bench_compile, "g": bench_precision}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
+    parser.add_argument("--preset", default="mammut-video-B-16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a "
+                                                    "machine other processes load, where a parallel op waits for "
+                                                    "its slowest thread")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per encoder measurement")
     parser.add_argument("--gen-repeats", type=int, default=3, help="timed runs per generation measurement")
     parser.add_argument("--frames", type=int, nargs="+", default=[8, 16, 32])
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[8, 32, 64])
-    parser.add_argument("--gen-batch", type=int, nargs="+", default=[1, 4], help="clips decoded together")
+    parser.add_argument("--gen-batch", type=int, nargs="+", default=[1, 4, 32], help="clips decoded together")
+    parser.add_argument("--beam-batch", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--beam-tokens", type=int, default=16)
+    parser.add_argument("--candidates", type=int, default=1000)
+    parser.add_argument("--rank-questions", type=int, default=2)
+    parser.add_argument("--rank-batch", type=int, default=256, help="positions per decoder pass (eval's default)")
+    parser.add_argument("--rank-repeats", type=int, default=1)
+    parser.add_argument("--compile-tokens", type=int, default=32)
+    parser.add_argument("--clip-batch", type=int, default=8, help="clips per batch in (g)")
+    parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16"), default=["fp32", "bf16"])
     args = parser.parse_args()
 
+    device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = create_model("mammut-video-B-16").eval()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model mammut-video-B-16, "
-          f"float32, median of {args.repeats} interleaved runs")
-
-    print("\n(a) encoder, one 224x224 clip")
-    print(f"{'frames':>6} | {'tube tokens':>11} | {'tube ms':>8} | {'per-frame tokens':>16} | {'per-frame ms':>12} "
-          f"| {'speed-up':>8} | {'fastest-run speed-up':>20}")
+    model = create_model(args.preset).to(device).eval()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, model {args.preset}, float32, "
+          f"median of interleaved runs")
     with torch.inference_mode():
-        for t in args.frames:
-            clip = torch.randn(1, 3, t, 224, 224)
-            n_tube = model.visual.forward_tokens(clip).shape[1]
-            n_frame = model.visual.forward_per_frame(clip).shape[1]
-            (tube_ms, tube_min), (frame_ms, frame_min) = median_ms(
-                [lambda: model.visual.forward_tokens(clip), lambda: model.visual.forward_per_frame(clip)], args.repeats)
-            print(f"{t:>6} | {n_tube:>11} | {tube_ms:>8.1f} | {n_frame:>16} | {frame_ms:>12.1f} "
-                  f"| {frame_ms / tube_ms:>7.1f}x | {frame_min / tube_min:>19.1f}x")
-
-        print("\n(b) generation (greedy, 32-frame clips' 540 visual tokens each, 12-layer width-768 decoder),"
-              " ms per generated token; speed-ups: median (fastest run)")
-        print(f"{'batch':>5} | {'new tokens':>10} | {'cache':>7} | {'no cache':>8} | {'prefix re-run':>13} "
-              f"| {'cache vs no cache':>17} | {'cache vs prefix re-run':>22}")
-        for batch in args.gen_batch:
-            tokens = model.visual.forward_tokens(torch.randn(batch, 3, 32, 224, 224))
-            sot = [[49406] for _ in range(batch)]
-            for n in args.new_tokens:
-                def cached() -> list[list[int]]:
-                    out = generate(model.text, model.cross_kv(tokens), sot, eos_id=-1, max_new_tokens=n)
-                    assert all(len(row) == n for row in out)
-                    return out
-
-                def prefix_rerun() -> list[list[int]]:
-                    return generate(model.text, model.cross_kv(tokens), sot, eos_id=-1, max_new_tokens=n,
-                                    use_cache=False)
-
-                assert cached() == generate_without_cache(model, tokens, 49406, n) == prefix_rerun()
-                (c, c_min), (u, u_min), (p, p_min) = median_ms(
-                    [cached, lambda: generate_without_cache(model, tokens, 49406, n), prefix_rerun],
-                    args.gen_repeats)
-                print(f"{batch:>5} | {n:>10} | {c / n:>7.1f} | {u / n:>8.1f} | {p / n:>13.1f} "
-                      f"| {u / c:>5.1f}x ({u_min / c_min:>4.1f}x) | {p / c:>10.1f}x ({p_min / c_min:>4.1f}x)")
+        for name in args.sections:
+            SECTIONS[name](model, args, device)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,13 @@ def add_precision(group: argparse._ArgumentGroup) -> None:
                             "slower without bf16 instructions; bf16 on CUDA)")
 
 
+def add_compile(group: argparse._ArgumentGroup) -> None:
+    group.add_argument("--compile", action="store_true",
+                       help="compile the video encoder and the decoder's cached step with torch.compile: the "
+                            "first batches pay the compilation (minutes on a CPU), the outputs are the same; "
+                            "worth it on a GPU for long runs (default: off)")
+
+
 def add_batching(group: argparse._ArgumentGroup, batch_size: int = 8, workers: int = 4) -> None:
     group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="B",
                        help=f"clips decoded and encoded per batch (default: {batch_size})")

@@ -8,8 +8,10 @@ from mammut_video.commands.args import (
     CommandParser,
     add_batching,
     add_checkpoint,
+    add_compile,
     add_device,
     add_frames,
+    add_precision,
     add_run_dir,
     add_verbosity,
     positive_int,
@@ -97,6 +99,8 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
     add_checkpoint(model)
     add_frames(model)
     add_device(model)
+    add_precision(model)
+    add_compile(model)
 
     if info.kind == "qa":
         qa = p.add_argument_group("question answering")
@@ -154,8 +158,9 @@ def config_from_args(args: argparse.Namespace):
     return EvalConfig(
         task=args.task, checkpoint=args.checkpoint, data_root=args.data_root, split=args.split,
         annotations=args.annotations, videos=args.videos, limit=args.limit, frames=args.frames,
-        device=args.device, batch_size=args.batch_size, workers=args.workers, out=args.out, resume=args.resume,
-        overwrite=args.overwrite, progress=show_progress(args), options=options)
+        device=args.device, precision=args.precision, compile=args.compile, batch_size=args.batch_size,
+        workers=args.workers, out=args.out, resume=args.resume, overwrite=args.overwrite,
+        progress=show_progress(args), options=options)
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from typing import Union
 from mammut_video.errors import ConfigError, check_int
 from mammut_video.eval.registry import task_info
 from mammut_video.runtime.devices import check_device_name
+from mammut_video.runtime.precision import check_precision
 
 QA_PROTOCOLS = ("generate", "rank")
 
@@ -66,7 +67,10 @@ class EvalConfig:
 
     Data: ``data_root`` (searched for the annotations and videos) or ``annotations`` (+ ``videos``).
     ``limit``: only the first N items. ``frames``: default the checkpoint's. ``device``: cpu,
-    cuda, cuda:N or None (CUDA when available). ``out``: default ``eval/{task}-{split}``.
+    cuda, cuda:N or None (CUDA when available). ``precision``: fp32, bf16 or fp16 autocast, None
+    for the device's default (fp32 on the CPU, bf16 on CUDA). ``compile``: torch.compile the
+    encoder and the decoder's cached step (same outputs; the first batches pay the compilation).
+    ``out``: default ``eval/{task}-{split}``.
     ``resume`` continues a run in ``out``; ``overwrite`` discards it. ``options``: the task kind's
     options (:class:`QAOptions`, :class:`CaptionOptions`, :class:`RetrievalOptions`), default theirs.
     """
@@ -80,6 +84,8 @@ class EvalConfig:
     limit: int | None = None
     frames: int | None = None
     device: str | None = None
+    precision: str | None = None
+    compile: bool = False
     batch_size: int = 8
     workers: int = 4
     out: str | Path | None = None
@@ -103,6 +109,8 @@ class EvalConfig:
         self.workers = check_int(self.workers, "workers", minimum=0)
         if self.device is not None:
             check_device_name(self.device)
+        if self.precision is not None:
+            check_precision(self.precision)
         if self.checkpoint is None:
             raise ConfigError("no checkpoint: pass --checkpoint DIR (a directory written by model.save_pretrained "
                               "or `mammut-video convert`); nothing is downloaded")

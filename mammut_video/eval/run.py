@@ -154,11 +154,27 @@ def _missing_message(video: Path) -> str:
     return f"{video}: video file not found"
 
 
-def _predict(task: Any, model: Any, config: EvalConfig, frames: int, device: Any):
-    """The loop's work function: decode each unit's clip once and predict all its pending items."""
+def _predict(task: Any, model: Any, config: EvalConfig, frames: int, device: Any, precision: str):
+    """The loop's work function: decode each unit's clip once and predict all its pending items
+    (under ``precision`` autocast; the first batch's time is logged when the model is compiled)."""
+    import time
+
     import torch
 
     from mammut_video.data import ClipDataset, make_loader
+    from mammut_video.runtime.precision import autocast
+
+    first_batch = True
+
+    def predict(batch: dict, decoded: list) -> list[dict]:
+        nonlocal first_batch
+        started = time.perf_counter()
+        with torch.inference_mode(), autocast(device, precision):
+            records = task.predict(model, batch["video"].to(device), decoded)
+        if first_batch and config.compile:
+            log.info("first batch with torch.compile: %.1f s (compilation included)", time.perf_counter() - started)
+        first_batch = False
+        return records
 
     def work(units: list) -> Iterator[tuple[list[dict], int]]:
         for unit in (u for u in units if u.missing):
@@ -172,9 +188,7 @@ def _predict(task: Any, model: Any, config: EvalConfig, frames: int, device: Any
             for index, _, error in batch["failed"]:
                 records += task.failed(present[index], str(error))
             if batch["items"]:
-                decoded = [present[item["index"]] for item in batch["items"]]
-                with torch.inference_mode():
-                    records += task.predict(model, batch["video"].to(device), decoded)
+                records += predict(batch, [present[item["index"]] for item in batch["items"]])
             yield records, len(records)
 
     return work
@@ -190,6 +204,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     from mammut_video.model import load_model
     from mammut_video.runtime.distributed import init_distributed
     from mammut_video.runtime.loop import run_sharded
+    from mammut_video.runtime.precision import autocast, default_precision
     from mammut_video.runtime.rundir import open_run_dir, write_json
 
     info = task_info(config.task)
@@ -212,19 +227,24 @@ def evaluate(config: EvalConfig) -> EvalResult:
     with init_distributed(config.device) as ctx:
         if ctx.is_main:
             log.info(split.summary())
+        precision = config.precision or default_precision(ctx.device)
+        settings["precision"] = precision  # bf16 / fp16 predictions differ a little from fp32's
         store = PredictionStore(out_dir, task.key, ctx.rank, ctx.world_size)
         open_run_dir(out_dir, lambda: prediction_files(out_dir), settings, config.resume, config.overwrite, ctx)
         model = load_model(str(ckpt), map_location=ctx.device)
+        if config.compile:
+            model.compile_inference()
         torch.manual_seed(0)
         units = task.units()
-        stats = run_sharded(units, _predict(task, model, config, frames, ctx.device), store, ctx,
+        stats = run_sharded(units, _predict(task, model, config, frames, ctx.device, precision), store, ctx,
                             desc="eval", unit_name=task.unit_name, show_progress=config.progress)
         order = [k for u in units for k in u.keys]
 
         def score() -> tuple[dict, dict[str, dict]]:
             merged = merge_predictions(out_dir, task.key, order)
             try:
-                return task.score(model, merged), merged
+                with autocast(ctx.device, precision):  # retrieval embeds its texts here
+                    return task.score(model, merged), merged
             except CaptionMetricsError as err:
                 raise CaptionMetricsError(f"{err}. The captions are saved in {result.predictions_path}: fix this "
                                           "and run again with --resume to score them") from None
@@ -244,7 +264,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         "counts": result.counts,
         "metrics": metrics,
         "failed_videos": failed,
-        "run": {"world_size": ctx.world_size, "resumed_items": stats.resumed, "evaluated_items": stats.processed,
+        "run": {"world_size": ctx.world_size, "compile": config.compile, "resumed_items": stats.resumed, "evaluated_items": stats.processed,
                 "seconds": round(stats.seconds, 2),
                 "items_per_second": round(stats.processed / stats.seconds, 3) if stats.seconds else None},
     }

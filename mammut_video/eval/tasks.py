@@ -57,7 +57,8 @@ def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int],
     video (B, C, T, H, W); question q is about clip ``clip_index[q]``; questions are decoded
     ``batch_size`` at a time. Equivalent to ``model.answer(video[clip_index], questions)``
     without re-running the video encoder for every question of a clip (MSRVTT-QA has ~24
-    questions per video). Returns one answer string per question.
+    questions per video), and without copying a clip's cross-attention K/V per question: all the
+    questions about a clip read the same K/V. Returns one answer string per question.
     """
     from mammut_video.model.generation import generate
     from mammut_video.text.prompts import qa_prompt_ids
@@ -66,10 +67,9 @@ def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int],
     kv_clips = model.cross_kv(model.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
     answers: list[str] = []
     for s in range(0, len(questions), batch_size):
-        idx = torch.as_tensor(list(clip_index[s : s + batch_size]), device=video.device)
-        kv = [(k[idx], v[idx]) for k, v in kv_clips]
         prompts = qa_prompt_ids(tok, list(questions[s : s + batch_size]))
-        ids = generate(model.text, kv, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id, max_new_tokens=max_new_tokens)
+        ids = generate(model.text, kv_clips, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id,
+                       max_new_tokens=max_new_tokens, clip_index=clip_index[s : s + batch_size])
         answers += [tok.decode(i).strip() for i in ids]
     return answers
 

@@ -15,8 +15,11 @@ block the queries are ``ln_1(x)`` and keys/values are ``ln_1_kv(image_embs)`` wh
 are the visual tokens already multiplied by ``map_viz2txt_kv``. Attention is
 ``nn.MultiheadAttention``-compatible (packed ``in_proj_weight`` (3W, W), scale ``head_dim**-0.5``).
 
-For generation the decoder keeps a key/value cache: self-attention K/V grow by one step at a
-time, cross-attention K/V are computed once per clip (:meth:`TextDecoder.cross_kv`).
+For generation the decoder keeps a key/value cache (:class:`DecoderCache`): the self-attention
+K/V of every layer live in buffers allocated once, and each step writes its token into the next
+free slot, so every step has the same shapes and needs no host synchronisation. Cross-attention
+K/V are computed once per clip (:meth:`TextDecoder.cross_kv`) and shared by every row that reads
+the clip, questions and beams alike (:class:`ClipKV`): never copied per row.
 """
 
 from __future__ import annotations
@@ -28,12 +31,38 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from mammut_video.errors import ConfigError
 from mammut_video.model.config import TextConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, L, head_dim) each
+Extend = Callable[[KV], KV]  # a layer's new self-attention K/V -> the K/V its queries attend to
+
+
+@dataclass
+class ClipKV:
+    """Cross-attention K/V of C clips, each read by a run of consecutive decoder rows.
+
+    ``kv``: per cross block, keys and values (C, H, N, hd). ``rows[c]``: how many consecutive rows
+    read clip ``c`` (``sum(rows)`` = B; 0 allowed). The questions about one clip and the beams of
+    one prompt share their clip's K/V this way, with no per-row copy (:meth:`Attention.attend_clips`).
+    """
+
+    kv: list[KV]
+    rows: tuple[int, ...]
+
+    @classmethod
+    def of(cls, cross_kv: CrossKV, batch: int) -> ClipKV:
+        """A list of per-row K/V (batch B, or 1 shared by all B rows) as a ClipKV; a ClipKV as it is."""
+        if isinstance(cross_kv, ClipKV):
+            return cross_kv
+        clips = cross_kv[0][0].shape[0]
+        return cls(list(cross_kv), (batch,) if clips == 1 else (1,) * clips)
+
+
+CrossKV = list[KV] | ClipKV  # per-row K/V (batch B, or 1 for all rows), or clips shared by runs of rows
 
 
 def real_tokens(ids: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -76,6 +105,26 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
+    def attend_clips(self, q: torch.Tensor, kv: KV, rows: tuple[int, ...]) -> torch.Tensor:
+        """Unmasked attention of B query rows to C clips: q (B, H, L, hd), kv (C, H, N, hd), ``rows[c]``
+        consecutive rows read clip c -> (B, L, W).
+
+        A clip's r rows are folded into one row of r * L queries. That is exact (without a mask no
+        query depends on another) and reads each clip's K/V in place: no (B, H, N, hd) copy.
+        """
+        if len(set(rows)) == 1:
+            return self.out_proj(_fold_attend(q, kv, rows[0]))
+        parts = [_fold_attend(q_c, (kv[0][c: c + 1], kv[1][c: c + 1]), r)
+                 for c, (q_c, r) in enumerate(zip(q.split(list(rows)), rows)) if r > 0]
+        return self.out_proj(torch.cat(parts))
+
+
+def _fold_attend(q: torch.Tensor, kv: KV, r: int) -> torch.Tensor:
+    """q (C * r, H, L, hd) of C clips' rows, kv (C, H, N, hd) -> attention output (C * r, L, H * hd)."""
+    folded = rearrange(q, "(c r) h l d -> c h (r l) d", r=r)
+    out = F.scaled_dot_product_attention(folded, kv[0], kv[1])
+    return rearrange(out, "c h (r l) d -> (c r) l (h d)", r=r)
+
 
 class Block(nn.Module):
     """Pre-norm residual block; self-attention, or cross-attention when ``cross=True``."""
@@ -99,14 +148,15 @@ class Block(nn.Module):
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.mlp is None else x + self.mlp(self.ln_2(x))
 
-    def forward_self(self, x: torch.Tensor, past: KV | None, mask: torch.Tensor | None,
+    def forward_self(self, x: torch.Tensor, past: Extend | None, mask: torch.Tensor | None,
                      causal: bool) -> tuple[torch.Tensor, KV]:
-        """Self-attention block. x (B, L, W); past K/V (B, H, P, hd) or None -> (x, K/V incl. past)."""
+        """Self-attention block. x (B, L, W); ``past`` maps the new K/V (B, H, L, hd) to all the K/V
+        to attend (a cache writes them into its buffers), None: only these -> (x, attended K/V)."""
         h = self.ln_1(x)
         q = self.attn.project_q(h)
         kv = self.attn.project_kv(h)
         if past is not None:
-            kv = (torch.cat([past[0], kv[0]], dim=2), torch.cat([past[1], kv[1]], dim=2))
+            kv = past(kv)
         x = x + self.attn.attend(q, kv, mask, causal)
         return self._mlp(x), kv
 
@@ -114,22 +164,52 @@ class Block(nn.Module):
         """Cross-attention keys/values from mapped visual tokens (B, N, W)."""
         return self.attn.project_kv(self.ln_1_kv(image_embs))
 
-    def forward_cross(self, x: torch.Tensor, kv: KV) -> torch.Tensor:
-        x = x + self.attn.attend(self.attn.project_q(self.ln_1(x)), kv)
+    def forward_cross(self, x: torch.Tensor, kv: KV, rows: tuple[int, ...]) -> torch.Tensor:
+        """Cross-attention block. x (B, L, W); kv (C, H, N, hd) of C clips, ``rows[c]`` rows read clip c."""
+        x = x + self.attn.attend_clips(self.attn.project_q(self.ln_1(x)), kv, rows)
         return self._mlp(x)
 
 
 @dataclass
 class DecoderCache:
-    """Self-attention K/V per layer, which cached keys are real tokens, and each row's next position."""
+    """Self-attention K/V of every layer in preallocated buffers, which tokens are real, each row's next position.
+
+    ``kv``: per layer, keys and values (B, H, capacity, hd); ``key_valid`` (B, capacity): the slot
+    holds a real token (False for padding and for slots not written yet); ``next_pos`` (B,): each
+    row's next text position; ``length``: slots written so far, the same for every row (kept on the
+    host, so that no step has to ask the device). New tokens are written in place into the next
+    free slots (:meth:`write`): the buffers never grow, every step has the same shapes.
+    """
 
     kv: list[KV]
-    key_valid: torch.Tensor  # (B, P) bool
-    next_pos: torch.Tensor  # (B,) long
+    key_valid: torch.Tensor
+    next_pos: torch.Tensor
+    length: int = 0
 
-    def select(self, index: torch.Tensor) -> "DecoderCache":
-        """Reorder / repeat rows (beam search)."""
-        return DecoderCache([(k[index], v[index]) for k, v in self.kv], self.key_valid[index], self.next_pos[index])
+    @property
+    def capacity(self) -> int:
+        return self.key_valid.shape[1]
+
+    def claim(self, n: int, device: torch.device) -> torch.Tensor:
+        """Reserve the next ``n`` slots -> their indices (n,) (made on the device: no host-to-device copy)."""
+        if self.length + n > self.capacity:
+            raise ConfigError(f"the decoder cache holds {self.length} of {self.capacity} tokens: no room for "
+                              f"{n} more (make it with room: TextDecoder.empty_cache)")
+        slots = torch.arange(self.length, self.length + n, device=device)
+        self.length += n
+        return slots
+
+    def write(self, layer: int, slots: torch.Tensor, kv: KV) -> KV:
+        """New K/V (B, H, n, hd) of ``layer`` into ``slots`` (n,), in place -> the layer's whole buffers."""
+        k, v = self.kv[layer]
+        k.index_copy_(2, slots, kv[0].to(k.dtype))
+        v.index_copy_(2, slots, kv[1].to(v.dtype))
+        return k, v
+
+    def select(self, index: torch.Tensor) -> DecoderCache:
+        """Reorder / repeat rows (beam search): a copy, the buffers keep their capacity."""
+        return DecoderCache([(k[index], v[index]) for k, v in self.kv], self.key_valid[index],
+                            self.next_pos[index], self.length)
 
 
 class TextDecoder(nn.Module):
@@ -149,6 +229,7 @@ class TextDecoder(nn.Module):
         self.lm_head = nn.Parameter(torch.empty(cfg.width, cfg.vocab_size))
         self.grad_checkpointing = False  # recompute each block in the backward pass instead of storing it
         self.init_parameters()
+        self._compiled_extend: Callable | None = None  # set by compile_steps()
 
     def init_parameters(self) -> None:
         # open_clip's text-tower init. openMaMMUT zero-initialises the vocab head; a random head is
@@ -183,8 +264,8 @@ class TextDecoder(nn.Module):
             raise ConfigError(f"text of length {ids.shape[1]} exceeds the context length {self.context_length}")
         if positions is None:
             return self.token_embedding(ids) + self.positional_embedding[: ids.shape[1]]
-        if int(positions.max()) >= self.context_length:
-            raise ConfigError(f"text position {int(positions.max())} exceeds the context length {self.context_length}")
+        # positions are below the context length by construction (a cache holds at most that many
+        # slots), so they are not checked here: reading them back would stop the device every step
         return self.token_embedding(ids) + self.positional_embedding[positions]
 
     def contrastive_tokens(self, ids: torch.Tensor, pad_id: int = 0) -> torch.Tensor:
@@ -211,7 +292,7 @@ class TextDecoder(nn.Module):
     def forward_generative(
         self,
         ids: torch.Tensor,
-        cross_kv: list[KV],
+        cross_kv: CrossKV,
         past: DecoderCache | None = None,
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecoderCache]:
@@ -228,48 +309,125 @@ class TextDecoder(nn.Module):
         """Final states (..., W) from :meth:`generative_states` -> vocabulary logits (..., vocab)."""
         return states @ self.lm_head
 
+    def empty_cache(self, batch: int, capacity: int, device: torch.device) -> DecoderCache:
+        """A cache with room for ``capacity`` tokens per row (at most the context length), in the dtype
+        the K/V will come in (the autocast dtype under autocast)."""
+        if not 1 <= capacity <= self.context_length:
+            raise ConfigError(f"cache capacity {capacity} must be 1 to the context length {self.context_length}")
+        dtype = self.lm_head.dtype
+        if torch.is_autocast_enabled(device.type):
+            dtype = torch.get_autocast_dtype(device.type)
+        heads = self.cfg.heads
+        shape = (batch, heads, capacity, self.cfg.width // heads)
+        kv = [(torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+              for _ in self.resblocks]
+        return DecoderCache(kv, torch.zeros(batch, capacity, dtype=torch.bool, device=device),
+                            torch.zeros(batch, dtype=torch.long, device=device))
+
     def generative_states(
         self,
         ids: torch.Tensor,
-        cross_kv: list[KV],
+        cross_kv: CrossKV,
         past: DecoderCache | None = None,
         valid: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, DecoderCache]:
         """Generative pass: causal self-attention + cross-attention, up to ``ln_final``.
 
-        ids (B, L) new tokens; cross_kv from :meth:`cross_kv` (batch B, or 1 to broadcast); ``past``
-        the cache of earlier tokens; ``valid`` (B, L) bool marks real tokens (False for left padding,
-        which then neither takes a position nor is attended to). Returns the final states (B, L, W)
-        (after ``ln_final``; :meth:`logits` maps them to the vocabulary) and the cache including
-        these tokens.
+        ids (B, L) new tokens; cross_kv from :meth:`cross_kv` (batch B, or 1 to broadcast), or a
+        :class:`ClipKV` (C clips shared by runs of rows); ``past`` the cache of earlier tokens, which
+        these tokens are written into IN PLACE (it needs room: :meth:`empty_cache`; branch with
+        :meth:`DecoderCache.select`, which copies); ``valid`` (B, L) bool marks real tokens (False for
+        left padding, which then neither takes a position nor is attended to). Returns the final
+        states (B, L, W) (after ``ln_final``; :meth:`logits` maps them to the vocabulary) and the
+        cache including these tokens (``past`` itself, or a new one holding just these).
+        """
+        b, n = ids.shape
+        cross = ClipKV.of(cross_kv, b)
+        if sum(cross.rows) != b:
+            raise ConfigError(f"cross-attention K/V for {sum(cross.rows)} rows, but {b} rows of text")
+        if past is None:
+            return self._fresh(ids, cross, valid)
+        slots = past.claim(n, ids.device)
+        extend = self._compiled_extend or self._extend
+        return extend(ids, cross, past, valid, slots), past
+
+    def _fresh(self, ids: torch.Tensor, cross: ClipKV,
+               valid: torch.Tensor | None) -> tuple[torch.Tensor, DecoderCache]:
+        """The generative pass with no cache before: (states (B, L, W), a cache of exactly these L tokens)."""
+        b, n = ids.shape
+        if valid is None or bool(valid.all()):
+            valid = torch.ones(b, n, dtype=torch.bool, device=ids.device)
+            x, mask, causal = self._embed(ids), None, True  # plain causal attention, the fast path
+        else:
+            positions = (valid.long().cumsum(1) - 1).clamp(min=0)
+            slots = torch.arange(n, device=ids.device)
+            x, mask, causal = self._embed(ids, positions), _causal_mask(valid, slots)[:, None], False
+        states, kv = self._blocks(x, cross, None, mask, causal)
+        next_pos = valid.long().sum(1).clamp(min=1)
+        return states, DecoderCache(kv, valid, next_pos, length=n)
+
+    def _extend(self, ids: torch.Tensor, cross: ClipKV, cache: DecoderCache, valid: torch.Tensor | None,
+                slots: torch.Tensor) -> torch.Tensor:
+        """The generative pass for tokens written into ``slots`` (n,) of ``cache`` -> states (B, n, W).
+
+        Fixed shapes and no host synchronisation, whatever was cached: this is the part that
+        :meth:`compile_steps` compiles.
         """
         b, n = ids.shape
         if valid is None:
             valid = torch.ones(b, n, dtype=torch.bool, device=ids.device)
-        start = past.next_pos if past is not None else torch.zeros(b, dtype=torch.long, device=ids.device)
-        positions = (start[:, None] + valid.long().cumsum(1) - 1).clamp(min=0)
-        key_valid = valid if past is None else torch.cat([past.key_valid, valid], dim=1)
-        p = key_valid.shape[1] - n
+        positions = (cache.next_pos[:, None] + valid.long().cumsum(1) - 1).clamp(min=0)
+        cache.key_valid.index_copy_(1, slots, valid)
+        cache.next_pos.copy_(positions[:, -1] + 1)
+        mask = _causal_mask(cache.key_valid, slots)[:, None]  # (B, 1, n, capacity)
+        states, _ = self._blocks(self._embed(ids, positions), cross,
+                                 lambda i: lambda kv: cache.write(i, slots, kv), mask, False)
+        return states
 
-        mask, causal = None, False
-        if past is None and bool(valid.all()):
-            causal = True  # plain causal attention, the fast path
-            x = self._embed(ids)
-        else:
-            x = self._embed(ids, positions)
-            if n > 1 or not bool(key_valid.all()):
-                q_idx = torch.arange(p, p + n, device=ids.device)[:, None]
-                k_idx = torch.arange(p + n, device=ids.device)[None, :]
-                # a padded query still attends to itself, so no row is fully masked (no NaNs)
-                mask = (k_idx <= q_idx) & (key_valid[:, None, :] | (k_idx == q_idx))
-                mask = mask[:, None]  # (B, 1, n, p + n)
+    def tree_states(self, ids: torch.Tensor, depth: torch.Tensor, tree: torch.Tensor, cross_kv: CrossKV,
+                    prefix: DecoderCache) -> torch.Tensor:
+        """States of M prefix-tree nodes that continue every row's cached ``prefix`` (read, not written).
 
+        ids (B, M) the nodes' tokens; depth (M,) 1 for a node right after the prefix; tree (M, M)
+        bool: ``tree[i, j]`` when node j is node i or one of its ancestors (the nodes i attends to
+        besides the prefix). Each node sits at the position after its ancestors, as if its branch
+        had been fed alone (clamped to the context length: a branch beyond it is not scored).
+        -> (B, M, W) after ``ln_final``.
+        """
+        b, m = ids.shape
+        positions = (prefix.next_pos[:, None] + depth[None] - 1).clamp(max=self.context_length - 1)
+        mask = torch.cat([prefix.key_valid[:, None, :].expand(b, m, -1), tree[None].expand(b, m, m)], dim=2)
+
+        def after_prefix(i: int) -> Extend:
+            k, v = prefix.kv[i]
+            return lambda kv: (torch.cat([k, kv[0]], dim=2), torch.cat([v, kv[1]], dim=2))
+
+        states, _ = self._blocks(self._embed(ids, positions), ClipKV.of(cross_kv, b), after_prefix,
+                                 mask[:, None], False)
+        return states
+
+    def _blocks(self, x: torch.Tensor, cross: ClipKV, past: Callable[[int], Extend] | None,
+                mask: torch.Tensor | None, causal: bool) -> tuple[torch.Tensor, list[KV]]:
+        """The generative blocks: x (B, L, W) -> (states after ``ln_final``, each layer's attended K/V).
+        ``past(i)`` extends layer i's new K/V (cache or prefix), None for none."""
         new_kv: list[KV] = []
         for i, block in enumerate(self.resblocks):
-            x, kv = self.run_block(block.forward_self, x, past.kv[i] if past is not None else None, mask, causal)
+            x, kv = self.run_block(block.forward_self, x, past(i) if past is not None else None, mask, causal)
             new_kv.append(kv)
             if self.has_cross(i):
                 j = i // self.cross_attn_ratio
-                x = self.run_block(self.cross_attn[j].forward_cross, x, cross_kv[j])
-        cache = DecoderCache(new_kv, key_valid, positions[:, -1] + 1)
-        return self.ln_final(x), cache
+                x = self.run_block(self.cross_attn[j].forward_cross, x, cross.kv[j], cross.rows)
+        return self.ln_final(x), new_kv
+
+    def compile_steps(self, **compile_kwargs: object) -> None:
+        """Compile the cached pass (each generation step, the prompt into an empty cache) with
+        ``torch.compile``; the first calls pay the compilation. Off until called."""
+        self._compiled_extend = torch.compile(self._extend, **compile_kwargs)
+
+
+def _causal_mask(key_valid: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """Queries in ``slots`` (n,) over keys (B, K) -> bool (B, n, K), True = may attend: real tokens at or
+    before the query's slot. A padded query still attends to itself, so no row is fully masked (no NaNs)."""
+    k_idx = torch.arange(key_valid.shape[1], device=key_valid.device)
+    q_idx = slots[:, None]
+    return (k_idx <= q_idx) & (key_valid[:, None, :] | (k_idx == q_idx))

@@ -2,17 +2,21 @@
 
 Prompts of different lengths are left-padded; padded slots take no position and are never
 attended to, so a batch decodes exactly as each prompt would alone. Cross-attention K/V come in
-precomputed (once per clip); with ``use_cache`` the self-attention K/V grow one token per step,
-without it every step re-runs the whole sequence (open_clip's ``generate`` behaviour; kept for tests
-and the benchmark).
+precomputed (once per clip) and are shared, not copied, by every prompt about the clip and by
+every beam (``clip_index``, :class:`~mammut_video.model.decoder.ClipKV`). With ``use_cache`` the
+prompt is written into a cache allocated for the whole generation and each step feeds one token
+(vocabulary logits at the last position only); without it every step re-runs the whole sequence
+with logits everywhere (open_clip's ``generate`` behaviour; kept for tests and the benchmark).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from mammut_video.errors import ConfigError
-from mammut_video.model.decoder import KV, DecoderCache, TextDecoder
+from mammut_video.model.decoder import KV, ClipKV, DecoderCache, TextDecoder
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,37 +35,43 @@ def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tup
 class _Stepper:
     """Feeds the decoder one new token per row, with or without a cache; returns last-position log-probs."""
 
-    def __init__(self, decoder: TextDecoder, cross_kv: list[KV], use_cache: bool) -> None:
-        self.decoder, self.cross_kv, self.use_cache = decoder, cross_kv, use_cache
+    def __init__(self, decoder: TextDecoder, cross: ClipKV, use_cache: bool) -> None:
+        self.decoder, self.cross, self.use_cache = decoder, cross, use_cache
         self.cache: DecoderCache | None = None
         self.ids: torch.Tensor | None = None
         self.valid: torch.Tensor | None = None
 
-    def start(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def start(self, ids: torch.Tensor, valid: torch.Tensor, steps: int) -> torch.Tensor:
+        """Prompts (B, P) with room for ``steps`` more tokens -> log-probs (B, vocab) of the first new token."""
         self.ids, self.valid = ids, valid
-        logits, self.cache = self.decoder.forward_generative(ids, self.cross_kv, None, valid)
-        return logits[:, -1].float().log_softmax(-1)
+        if not self.use_cache:
+            logits, _ = self.decoder.forward_generative(ids, self.cross, None, valid)
+            return logits[:, -1].float().log_softmax(-1)
+        cache = self.decoder.empty_cache(ids.shape[0], ids.shape[1] + steps - 1, ids.device)
+        states, self.cache = self.decoder.generative_states(ids, self.cross, cache, valid)
+        return self.decoder.logits(states[:, -1]).float().log_softmax(-1)
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """token (B,) appended to every row -> log-probs (B, vocab) for the next token."""
+        if self.use_cache:
+            states, self.cache = self.decoder.generative_states(token[:, None], self.cross, self.cache)
+            return self.decoder.logits(states[:, -1]).float().log_softmax(-1)
         assert self.ids is not None and self.valid is not None
         self.ids = torch.cat([self.ids, token[:, None]], dim=1)
         self.valid = torch.cat([self.valid, torch.ones_like(token[:, None], dtype=torch.bool)], dim=1)
-        if self.use_cache:
-            logits, self.cache = self.decoder.forward_generative(token[:, None], self.cross_kv, self.cache)
-        else:
-            logits, _ = self.decoder.forward_generative(self.ids, self.cross_kv, None, self.valid)
+        logits, _ = self.decoder.forward_generative(self.ids, self.cross, None, self.valid)
         return logits[:, -1].float().log_softmax(-1)
 
-    def select(self, index: torch.Tensor, same_clips: bool = False) -> None:
-        """Keep / repeat rows (beam reordering). ``same_clips``: every row keeps a row of the same
-        clip, so the cross-attention K/V (identical within a clip) need no reordering."""
-        assert self.ids is not None and self.valid is not None and self.cache is not None
+    def select(self, index: torch.Tensor, rows: tuple[int, ...] | None = None) -> None:
+        """Keep / repeat rows (beam reordering); every row must stay with rows of its own clip, whose
+        cross-attention K/V therefore need no reordering. ``rows``: the new rows per clip, when the
+        count changes (the beams' start)."""
+        assert self.ids is not None and self.valid is not None
         self.ids, self.valid = self.ids[index], self.valid[index]
-        if self.use_cache:
+        if self.cache is not None:
             self.cache = self.cache.select(index)
-        if not same_clips:
-            self.cross_kv = [(k[index], v[index]) for k, v in self.cross_kv]
+        if rows is not None:
+            self.cross = ClipKV(self.cross.kv, rows)
 
 
 def _max_new(decoder: TextDecoder, prompt_len: int, max_new_tokens: int) -> int:
@@ -82,23 +92,55 @@ def generate(
     num_beams: int = 1,
     length_penalty: float = 1.0,
     use_cache: bool = True,
+    clip_index: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Continue every prompt; returns the new token ids per row (EOS and anything after dropped).
 
-    cross_kv: per cross block (B, H, N, hd) K/V for the B prompts' clips. Greedy when ``num_beams``
-    is 1; otherwise beam search that ranks finished hypotheses by ``sum log p / len ** length_penalty``.
+    cross_kv: per cross block (C, H, N, hd) K/V of C clips; prompt q is about clip ``clip_index[q]``
+    (default: clip q, so C == len(prompts); or the one clip when C is 1). Every prompt and beam of a
+    clip reads its K/V in place (no copy per row). Greedy when ``num_beams`` is 1; otherwise beam
+    search that ranks finished hypotheses by ``sum log p / len ** length_penalty``.
     """
-    ids, valid = left_pad(prompts, pad_id, cross_kv[0][0].device)
+    num_clips = cross_kv[0][0].shape[0]
+    if clip_index is None and num_clips == 1:
+        clip_index = [0] * len(prompts)
+    by_clip = group_by_clip(num_clips, len(prompts), clip_index, "prompts")
+    order = [q for qs in by_clip.values() for q in qs]
+    rows = tuple(len(by_clip.get(c, ())) for c in range(num_clips))
+    ids, valid = left_pad([prompts[q] for q in order], pad_id, cross_kv[0][0].device)
     steps = _max_new(decoder, ids.shape[1], max_new_tokens)
+    stepper = _Stepper(decoder, ClipKV(list(cross_kv), rows), use_cache)
     if num_beams <= 1:
-        return _greedy(_Stepper(decoder, cross_kv, use_cache), ids, valid, eos_id, pad_id, steps)
-    return _beam(_Stepper(decoder, cross_kv, use_cache), ids, valid, eos_id, steps, num_beams, length_penalty)
+        out = _greedy(stepper, ids, valid, eos_id, pad_id, steps)
+    else:
+        out = _beam(stepper, ids, valid, eos_id, steps, num_beams, length_penalty)
+    result: list[list[int]] = [[] for _ in prompts]
+    for row, q in enumerate(order):
+        result[q] = out[row]
+    return result
+
+
+def group_by_clip(num_clips: int, num_items: int, clip_index: Sequence[int] | None,
+                  what: str = "questions") -> dict[int, list[int]]:
+    """Item indices per clip, clips in order: item q is about clip ``clip_index[q]`` (default: clip q)."""
+    if clip_index is None:
+        if num_items != num_clips:
+            raise ConfigError(f"{num_clips} clips but {num_items} {what}")
+        clip_index = range(num_clips)
+    elif len(clip_index) != num_items:
+        raise ConfigError(f"{len(clip_index)} clip indices for {num_items} {what}")
+    by_clip: dict[int, list[int]] = {}
+    for q, c in enumerate(clip_index):
+        if not 0 <= int(c) < num_clips:
+            raise ConfigError(f"clip_index[{q}] = {c} outside the {num_clips} clips")
+        by_clip.setdefault(int(c), []).append(q)
+    return dict(sorted(by_clip.items()))
 
 
 def _greedy(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int, pad_id: int,
             steps: int) -> list[list[int]]:
     b = ids.shape[0]
-    logp = stepper.start(ids, valid)
+    logp = stepper.start(ids, valid, steps)
     done = torch.zeros(b, dtype=torch.bool, device=ids.device)
     out: list[torch.Tensor] = []
     for step in range(steps):
@@ -116,10 +158,10 @@ def _greedy(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: i
 def _beam(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int, steps: int,
           num_beams: int, length_penalty: float) -> list[list[int]]:
     b, k = ids.shape[0], num_beams
-    logp = stepper.start(ids, valid)  # (B, V): every beam starts from the same prompt
+    logp = stepper.start(ids, valid, steps)  # (B, V): every beam starts from the same prompt
     vocab = logp.shape[-1]
     expand = torch.arange(b, device=ids.device).repeat_interleave(k)
-    stepper.select(expand)
+    stepper.select(expand, tuple(r * k for r in stepper.cross.rows))
     scores = torch.full((b, k), float("-inf"), device=ids.device)
     scores[:, 0] = 0.0  # only one live beam at the start, so the first top-k picks distinct tokens
     logp = logp[expand]
@@ -166,7 +208,7 @@ def _beam(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int
         if all_done or step == steps - 1:
             break
         index = torch.tensor(next_rows, device=ids.device)
-        stepper.select(index, same_clips=True)
+        stepper.select(index)
         logp = stepper.step(torch.tensor(next_tokens, device=ids.device))
 
     results = []

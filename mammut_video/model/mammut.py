@@ -22,7 +22,7 @@ from mammut_video.errors import ConfigError
 from mammut_video.model.config import MammutVideoConfig
 from mammut_video.model.decoder import KV, TextDecoder
 from mammut_video.model.encoder import VideoEncoder
-from mammut_video.model.generation import generate
+from mammut_video.model.generation import generate, group_by_clip
 from mammut_video.model.losses import next_token_targets
 from mammut_video.model.presets import get_preset
 
@@ -205,6 +205,15 @@ class MammutVideo(nn.Module):
         self.visual.trunk.set_grad_checkpointing(enable)
         self.text.grad_checkpointing = enable
 
+    def compile_inference(self, **compile_kwargs: Any) -> None:
+        """Compile the inference hot paths with ``torch.compile`` (opt-in): the video encoder's
+        ``forward_tokens`` and the decoder's cached pass (every generation step). Outputs stay the
+        same; the first calls at each new shape pay the compilation (minutes on a CPU), so it is
+        worth it for long runs, on a GPU above all. ``compile_kwargs`` go to ``torch.compile``."""
+        # an instance attribute shadows the method, so every caller of forward_tokens (forward too) gets it
+        self.visual.forward_tokens = torch.compile(self.visual.forward_tokens, **compile_kwargs)
+        self.text.compile_steps(**compile_kwargs)
+
     # ----------------------------------------------------------------- generation
     @contextmanager
     def inference(self) -> Iterator[None]:
@@ -265,79 +274,31 @@ class MammutVideo(nn.Module):
         candidate's tokens plus the final EOT after the QA prompt (divided by that token count
         when ``length_normalize``).
 
-        Work is shared as far as it is exact: each clip goes through the video encoder ONCE and
-        its cross-attention K/V are computed once and expanded (not copied) over all its
-        questions and candidates; each question's prompt runs once and its self-attention K/V
-        cache is reused by every candidate, which then only feeds its own tokens. Prompts and
-        (question, candidate) rows are processed ``batch_size`` at a time.
+        Work is shared as far as it is exact: each clip goes through the video encoder ONCE and its
+        cross-attention K/V are computed once and read in place by all its questions and
+        candidates; each question's prompt runs once and every candidate reads its cache; the
+        candidates' shared prefixes are fed once (:mod:`mammut_video.model.ranking`). Prompts go
+        ``batch_size`` at a time, with about ``batch_size`` (question, prefix) positions per pass.
         """
-        from mammut_video.model.generation import left_pad
+        from mammut_video.model.ranking import AnswerTrie, score_answers
         from mammut_video.text.prompts import qa_prompt_ids
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if not candidates:
             raise ConfigError("no candidate answers to rank")
-        num_clips = video.shape[0]
-        if clip_index is None:
-            if len(questions) != num_clips:
-                raise ConfigError(f"{num_clips} clips but {len(questions)} questions")
-            clip_index = range(num_clips)
-        elif len(clip_index) != len(questions):
-            raise ConfigError(f"{len(clip_index)} clip indices for {len(questions)} questions")
-        by_clip: dict[int, list[int]] = {}
-        for q, c in enumerate(clip_index):
-            if not 0 <= int(c) < num_clips:
-                raise ConfigError(f"clip_index[{q}] = {c} outside the {num_clips} clips")
-            by_clip.setdefault(int(c), []).append(q)
-
+        by_clip = group_by_clip(video.shape[0], len(questions), clip_index)
         with self.inference():
             tok = self.tokenizer
-            limit = self.config.text.context_length
             kv_clips = self.cross_kv(self.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
-            prompts = qa_prompt_ids(tok, questions, limit)
-            answers = [tok.encode(c) + [tok.eot_id] for c in candidates]
-            order = sorted(range(len(answers)), key=lambda k: len(answers[k]))  # chunks of similar length pad little
+            prompts = qa_prompt_ids(tok, questions, self.config.text.context_length)
+            trie = AnswerTrie([tok.encode(c) + [tok.eot_id] for c in candidates])
             scores = torch.empty(len(questions), len(candidates))
-
-            def expand(kv: list[KV], rows: int) -> list[KV]:
-                return [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in kv]
-
             for c, clip_questions in by_clip.items():
                 kv_clip = [(k[c: c + 1], v[c: c + 1]) for k, v in kv_clips]
-                for g0 in range(0, len(clip_questions), batch_size):
-                    group = clip_questions[g0: g0 + batch_size]
-                    ids, valid = left_pad([prompts[q] for q in group], tok.pad_id, self.device)
-                    logits, cache = self.text.forward_generative(ids, expand(kv_clip, len(group)), None, valid)
-                    first_lp = logits[:, -1].float().log_softmax(-1)  # next-token log-probs after each prompt
-                    rows = [(g, k) for g in range(len(group)) for k in order]
-                    for r0 in range(0, len(rows), batch_size):
-                        chunk = rows[r0: r0 + batch_size]
-                        seqs = [answers[k][: limit - len(prompts[group[g]])] for g, k in chunk]
-                        g_idx = torch.tensor([g for g, _ in chunk], device=self.device)
-                        total = torch.zeros(len(chunk), device=self.device)
-                        has_first = torch.tensor([len(s) > 0 for s in seqs], device=self.device)
-                        first_tok = torch.tensor([s[0] if s else 0 for s in seqs], device=self.device)
-                        total += first_lp[g_idx, first_tok] * has_first
-                        n = max(len(s) for s in seqs) - 1
-                        if n > 0:  # feed every token but the last; each predicts the next one
-                            feed = torch.full((len(chunk), n), tok.pad_id, dtype=torch.long)
-                            target = torch.zeros(len(chunk), n, dtype=torch.long)
-                            real = torch.zeros(len(chunk), n, dtype=torch.bool)
-                            for i, s in enumerate(seqs):
-                                if len(s) > 1:
-                                    feed[i, : len(s) - 1] = torch.tensor(s[:-1])
-                                    target[i, : len(s) - 1] = torch.tensor(s[1:])
-                                    real[i, : len(s) - 1] = True
-                            feed, target, real = feed.to(self.device), target.to(self.device), real.to(self.device)
-                            step_logits, _ = self.text.forward_generative(
-                                feed, expand(kv_clip, len(chunk)), cache.select(g_idx), real)
-                            lp = step_logits.float().log_softmax(-1).gather(-1, target[..., None])[..., 0]
-                            total += (lp * real).sum(1)
-                        if length_normalize:
-                            total = total / torch.tensor([max(len(s), 1) for s in seqs], device=self.device)
-                        q_rows = [group[g] for g, _ in chunk]
-                        scores[q_rows, [k for _, k in chunk]] = total.cpu()
+                total, count = score_answers(self.text, kv_clip, [prompts[q] for q in clip_questions], trie,
+                                             tok.pad_id, batch_size)
+                scores[clip_questions] = total / count if length_normalize else total
             return scores
 
 
