@@ -72,6 +72,11 @@ def test_custom_records_have_relative_paths_and_segments(synth):
     assert all((root / r["video"]).is_file() for r in records)
     assert any("start" in r and "end" in r for r in records)
     assert any("/" in r["video"].split("clips/", 1)[1] for r in records)  # nested folders too
+    # a clip names its segment in all its records or in none: one clip, one training group
+    segments = {}
+    for r in records:
+        segments.setdefault(r["video"], set()).add((r.get("start"), r.get("end")))
+    assert all(len(s) == 1 for s in segments.values())
 
 
 def _centroid(frame, colour):

@@ -27,22 +27,22 @@ def test_create_model_merges_nested_overrides_into_the_preset():
     cfg = model.config
     assert cfg.text.layers == 2 and cfg.text.width == 128 and cfg.text.context_length == 32
     assert len(model.text.resblocks) == 2 and len(model.text.cross_attn) == 1
-    assert [t.name for t in cfg.vision.tubes] == ["a", "b", "c", "image"] and len(model.visual.trunk.blocks) == 2
+    assert [t.name for t in cfg.vision.tubes] == ["motion", "image"] and len(model.visual.trunk.blocks) == 2
     assert create_model("mammut-video-tiny", num_frames=4).visual.time_embed.shape == (4, 192)
 
 
 def test_forward_without_contrastive_pass_leaves_only_its_parameters_without_gradient():
     torch.manual_seed(0)
-    model = create_model("mammut-video-tiny", num_frames=4)
+    model = create_model("mammut-video-tiny", num_frames=3)
     video, ids = _batch(model)
     out = model(video, ids, contrastive=False)
     assert set(out) == {"logits", "targets"}
     caption_loss(out["logits"], out["targets"]).backward()
     no_grad = {n for n, p in model.named_parameters() if p.grad is None}
     unused = {n for n, _ in model.unused_parameters(4, contrastive=False)}
-    # tube b (4 frames from offset 1) does not fit a 4-frame clip
+    # the 4-frame motion tube does not fit a 3-frame clip
     assert unused == {"visual.trunk.norm.weight", "visual.trunk.norm.bias", "visual.proj", "logit_scale",
-                      "visual.tubes.b.weight", "visual.tubes.b.bias"}
+                      "visual.tubes.motion.weight", "visual.tubes.motion.bias"}
     assert no_grad == unused
     assert {n for n, _ in model.unused_parameters(8)} == set()
 
@@ -130,3 +130,21 @@ def test_checkpoint_saved_before_the_temporal_table_keeps_its_sin_cos_positions(
     # a current checkpoint keeps its own table
     model.save_pretrained(tmp_path / "new")
     assert torch.count_nonzero(mv.load_model(tmp_path / "new").visual.time_embed) == 0
+
+
+def test_forward_with_rows_per_clip_equals_one_clip_per_row() -> None:
+    # several questions about one clip: the clip is encoded once and its K/V shared, the same result
+    # as feeding the clip once per question
+    torch.manual_seed(0)
+    model = mv.create_model("mammut-video-tiny", num_frames=4).eval()
+    video = torch.randn(2, 3, 4, 112, 112)
+    ids, labels = mv.build_qa_batch(model.tokenizer, ["what is it?", "how many?", "where?"], ["a", "two", "up"], 32)
+    with torch.no_grad():
+        grouped = model(video, ids, labels, rows=[2, 1])
+        copied = model(video[torch.tensor([0, 0, 1])], ids, labels)
+    torch.testing.assert_close(grouped["logits"], copied["logits"], atol=1e-5, rtol=1e-5)
+    assert torch.equal(grouped["targets"], copied["targets"])
+    torch.testing.assert_close(grouped["text_features"], copied["text_features"][[0, 2]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grouped["image_features"], copied["image_features"][[0, 2]], atol=1e-5, rtol=1e-5)
+    with pytest.raises(mv.ConfigError, match="rows"):
+        model(video, ids, labels, rows=[1, 1])

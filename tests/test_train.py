@@ -104,9 +104,9 @@ def test_no_weight_decay_on_norms_biases_positions_and_scale():
     model = mv.create_model("mammut-video-tiny")
     skip = no_weight_decay(model)
     for name in ("visual.trunk.pos_embed", "visual.trunk.cls_token", "visual.time_embed", "text.positional_embedding",
-                 "logit_scale", "visual.tubes.a.bias", "text.ln_final.weight", "visual.trunk.norm.bias"):
+                 "logit_scale", "visual.tubes.motion.bias", "text.ln_final.weight", "visual.trunk.norm.bias"):
         assert name in skip, name
-    for name in ("visual.tubes.a.weight", "text.lm_head", "text.token_embedding.weight", "map_viz2txt_kv"):
+    for name in ("visual.tubes.motion.weight", "text.lm_head", "text.token_embedding.weight", "map_viz2txt_kv"):
         assert name not in skip, name
     model.lock(text=True)
     opt = build_optimizer(model, 1e-3, 0.1)
@@ -126,9 +126,14 @@ def test_warmup_then_cosine():
 
 def test_text_batches_are_padded_to_their_longest_row():
     tok = mv.create_model("mammut-video-tiny").tokenizer
-    items = [{"question": "what color is the circle?", "answer": "red"}, {"question": "how many?", "answer": "two"}]
-    ids, labels = text_batch(tok, items, "qa", 32)
-    full, full_labels = mv.build_qa_batch(tok, [i["question"] for i in items], [i["answer"] for i in items], 32)
+    from mammut_video.data.records import QARecord
+
+    qa = [QARecord("a.mp4", "what color is the circle?", "red", 1, "what"), QARecord("a.mp4", "how many?", "two", 2, "how"),
+          QARecord("b.mp4", "where?", "left", 3, "where")]
+    items = [{"samples": qa[:2]}, {"samples": qa[2:]}]
+    ids, labels, rows = text_batch(tok, items, "qa", 32)
+    assert rows == [2, 1]
+    full, full_labels = mv.build_qa_batch(tok, [s.question for s in qa], [s.answer for s in qa], 32)
     assert ids.shape[1] < 32 and torch.equal(ids, full[:, : ids.shape[1]])
     assert full_labels[:, ids.shape[1]:].eq(-100).all()  # nothing supervised was cut
     assert labels[0, ids.shape[1] - 1] == tok.eot_id
@@ -155,3 +160,38 @@ def test_the_run_vocabulary_keeps_answer_words_one_token(tmp_path) -> None:
     assert {"circle", "square", "triangle"} <= answers and answers & {"left", "right", "up", "down"}
     for answer in answers:
         assert len(tok.encode(" " + answer)) == 1, (answer, tok.encode(" " + answer))
+
+
+def test_qa_trains_by_clip_with_all_its_questions_captions_one_by_one():
+    from mammut_video.data.records import QARecord
+    from mammut_video.train.data import CaptionSample, group_by_clip
+
+    qa = [QARecord("a.mp4", "q1", "x", 1, "other"), QARecord("b.mp4", "q2", "y", 2, "other"),
+          QARecord("a.mp4", "q3", "z", 3, "other"), QARecord("a.mp4", "q4", "w", 4, "other", start=1.0, end=2.0)]
+    groups = group_by_clip(qa, "qa")
+    assert [(str(g.video), g.start, [s.question for s in g.samples]) for g in groups] == [
+        ("a.mp4", None, ["q1", "q3"]), ("b.mp4", None, ["q2"]), ("a.mp4", 1.0, ["q4"])]
+    captions = [CaptionSample("a.mp4", "a", "one"), CaptionSample("a.mp4", "a", "two")]
+    assert [len(g.samples) for g in group_by_clip(captions, "caption")] == [1, 1]
+
+
+def test_epoch_end_validation_happens_about_ten_times_a_run_not_every_small_epoch():
+    from types import SimpleNamespace
+
+    from mammut_video.train.loop import Trainer
+
+    def checks(total_steps, max_time, epoch_steps, seconds_per_step, steps):
+        t = SimpleNamespace(position=SimpleNamespace(step=0, elapsed=0.0), last_check=(0, 0.0), total_steps=total_steps,
+                            config=SimpleNamespace(max_time=max_time))
+        done = 0
+        for step in range(epoch_steps, steps + 1, epoch_steps):
+            t.position.step, t.position.elapsed = step, step * seconds_per_step
+            done += Trainer._epoch_check_due(t)
+        return done
+
+    # a 10-minute run whose epochs take 12 s: 50 epochs, validated every minute, not 50 times
+    assert checks(None, 600.0, 18, 0.67, 18 * 50) == 10
+    # bounded by steps: 1000 steps of 2-step epochs -> every 100 steps
+    assert checks(1000, None, 2, 1.0, 1000) == 10
+    # few long epochs: every epoch
+    assert checks(50, None, 10, 1.0, 50) == 5

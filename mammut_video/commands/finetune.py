@@ -16,6 +16,7 @@ from mammut_video.commands.args import (
     show_progress,
     wrap,
 )
+from mammut_video.runtime.devices import default_workers
 from mammut_video.train.config import (
     CONTRASTIVE_KINDS,
     FINETUNE,
@@ -60,8 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--save-every", type=positive_int, metavar="N",
                      help="save last/ and train_state.pt every N steps besides the validations (default: only "
                           "with the validations)")
-    run.add_argument("--workers", type=non_negative_int, default=4, metavar="W",
-                     help="video decoding processes; 0 decodes in the main process (default: 4)")
+    run.add_argument("--workers", type=non_negative_int, default=default_workers(), metavar="W",
+                     help="video decoding processes; 0 decodes in the main process (default: min(4, CPU cores), "
+                          f"{default_workers()} on this machine)")
     run.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                      help="seed of the initialisation, the data order, frame sampling and augmentation (default: 0)")
     add_device(run)
@@ -131,7 +133,8 @@ def _optimisation_options(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--warmup", type=non_negative_int, metavar="N",
                      help=f"linear warm-up steps, at most half the run (default: {SCRATCH.warmup})")
     opt.add_argument("--batch-size", type=positive_int, metavar="B",
-                     help=f"samples per optimizer step over all processes (default: {SCRATCH.batch_size} from a "
+                     help=f"clips per optimizer step over all processes; for QA each clip comes with all its questions, for "
+                          f"captions each with one caption (default: {SCRATCH.batch_size} from a "
                           f"preset, {FINETUNE.batch_size} from a checkpoint)")
     opt.add_argument("--grad-accum", type=positive_int, default=1, metavar="K",
                      help="split each process's share of the batch into K micro-batches: the same step with "

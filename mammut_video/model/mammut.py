@@ -20,7 +20,7 @@ from torch import nn
 
 from mammut_video.errors import ConfigError
 from mammut_video.model.config import MammutVideoConfig
-from mammut_video.model.decoder import KV, TextDecoder
+from mammut_video.model.decoder import KV, ClipKV, TextDecoder
 from mammut_video.model.encoder import VideoEncoder
 from mammut_video.model.generation import generate, group_by_clip
 from mammut_video.model.losses import next_token_targets
@@ -125,7 +125,7 @@ class MammutVideo(nn.Module):
         return self.text.cross_kv(tokens @ self.map_viz2txt_kv)
 
     def forward(self, video: torch.Tensor, text_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                contrastive: bool = True) -> dict[str, torch.Tensor]:
+                contrastive: bool = True, rows: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
         """Both passes on the same ids (MaMMUT), for training.
 
         video (B, C, T, H, W); text_ids (B, L), any L up to the context length (a batch padded to
@@ -142,6 +142,11 @@ class MammutVideo(nn.Module):
           ``logit_bias`` when the model has one. ``contrastive=False`` runs neither the contrastive
           pass nor the visual pooling head (QA / caption training at contrastive weight 0), so
           their parameters get no gradient.
+
+        ``rows``: several texts per clip. ``rows[c]`` consecutive rows of ``text_ids`` are about clip
+        ``c`` (``sum(rows)`` = the number of rows): each clip is encoded once and its cross-attention
+        K/V are shared by its rows, not copied; the contrastive pass then pairs each clip with its
+        first row. Default: one row per clip.
         """
         pad_id = self.pad_id
         if labels is None:
@@ -149,12 +154,22 @@ class MammutVideo(nn.Module):
         elif labels.shape != text_ids.shape:
             raise ConfigError(f"labels {tuple(labels.shape)} must have the shape of text_ids {tuple(text_ids.shape)}")
         tokens = self.visual.forward_tokens(video)
-        states, _ = self.text.generative_states(text_ids, self.cross_kv(tokens))
+        cross: Any = self.cross_kv(tokens)
+        first_rows = text_ids
+        if rows is not None:
+            rows = tuple(int(r) for r in rows)
+            if len(rows) != video.shape[0] or sum(rows) != text_ids.shape[0] or min(rows) < 1:
+                raise ConfigError(f"rows {rows}: one count >= 1 per clip ({video.shape[0]}) adding up to the "
+                                  f"{text_ids.shape[0]} text rows")
+            cross = ClipKV(cross, rows)
+            starts = torch.tensor((0, *rows[:-1]), device=text_ids.device).cumsum(0)
+            first_rows = text_ids[starts]
+        states, _ = self.text.generative_states(text_ids, cross)
         where, targets = next_token_targets(labels)
         out = {"logits": self.text.logits(states[where]), "targets": targets}
         if contrastive:
             out["image_features"] = self.visual.pool(tokens)
-            out["text_features"] = self.text.forward_contrastive(self._full_context(text_ids), pad_id=pad_id)
+            out["text_features"] = self.text.forward_contrastive(self._full_context(first_rows), pad_id=pad_id)
             out["logit_scale"] = self.logit_scale.exp()
             if self.logit_bias is not None:
                 out["logit_bias"] = self.logit_bias

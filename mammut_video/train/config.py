@@ -14,11 +14,11 @@ Light on purpose (no torch): the command line builds ``--help`` from it.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mammut_video.errors import ConfigError, check_int
-from mammut_video.runtime.devices import check_device_name
+from mammut_video.runtime.devices import check_device_name, default_workers
 from mammut_video.runtime.precision import check_precision
 
 TASKS = ("qa", "caption")
@@ -40,7 +40,7 @@ class Recipe:
     lr: float
     weight_decay: float
     warmup: int  # optimizer steps of linear warm-up
-    batch_size: int  # samples per optimizer step, over all processes and accumulation steps
+    batch_size: int  # clips per optimizer step (QA: each with all its questions), over all processes
     epochs: int  # when neither steps, epochs nor max_time is given
     tokenizer: str | None  # trained / chosen for a preset; None: the checkpoint's own
 
@@ -105,8 +105,8 @@ class FinetuneConfig:
     (default train for ``train``, val for ``val``). Start from ``checkpoint`` (a directory) or
     ``preset`` (random weights). ``task``: "qa" or "caption" (default: what the SPEC holds).
     Length: ``steps``, or ``epochs``, and/or ``max_time`` (seconds or "10m"); with ``max_time``
-    alone the learning rate decays over that time. ``batch_size`` counts samples per optimizer
-    step over all processes; ``grad_accum`` splits each process's share into that many
+    alone the learning rate decays over that time. ``batch_size`` counts clips per optimizer step
+    over all processes (QA: each clip with all its questions; captions: one caption each); ``grad_accum`` splits each process's share into that many
     micro-batches (same step, less memory).
     """
 
@@ -139,7 +139,7 @@ class FinetuneConfig:
     hflip: bool = False
     val_every: int | None = None
     save_every: int | None = None
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(4, CPU cores)
     seed: int = 0
     device: str | None = None
     resume: bool = False

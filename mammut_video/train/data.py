@@ -3,7 +3,10 @@
 - A SPEC names a split: a custom QA or caption file, or ``msrvtt-qa:ROOT[:SPLIT]``,
   ``msvd-qa:ROOT``, ``msrvtt-caption:ROOT``, ``msvd-caption:ROOT`` (:func:`parse_spec`).
 - A sample is one question (a :class:`~mammut_video.data.QARecord`) or one caption of a clip
-  (:class:`CaptionSample`); an epoch visits every sample once, in the order of a
+  (:class:`CaptionSample`). Training goes by :class:`ClipGroup`: for QA a clip with ALL its
+  questions, so that each clip is decoded and encoded once per visit and its cross-attention K/V
+  are shared by its questions (several times the questions per second of one question per clip);
+  for captions a clip with one caption. An epoch visits every group once, in the order of a
   ``DistributedSampler`` (one process is the world of one, so a run on N processes sees the same
   global batches as a run on one).
 - :class:`TrainClips` draws each sample's frames (random sampling) and augmentation from its own
@@ -119,6 +122,28 @@ def samples_of(split: QASplit | CaptionSplit, task: str) -> list[Sample]:
     return [CaptionSample(r.video, str(r.video_id), c, r.start, r.end) for r in present for c in r.captions]
 
 
+@dataclass
+class ClipGroup:
+    """One clip (``video`` between ``start`` and ``end``) and the samples trained on it together."""
+
+    video: Path
+    start: float | None
+    end: float | None
+    samples: list[Sample]
+
+
+def group_by_clip(samples: Sequence[Sample], task: str) -> list[ClipGroup]:
+    """Training units: QA, one group per clip holding all its questions (in first-seen order);
+    captions, one group per caption (a clip's captions are different targets for the same input)."""
+    if task != "qa":
+        return [ClipGroup(s.video, s.start, s.end, [s]) for s in samples]
+    groups: dict[tuple, ClipGroup] = {}
+    for s in samples:
+        key = clip_key(s.video, s.start, s.end)
+        groups.setdefault(key, ClipGroup(s.video, s.start, s.end, [])).samples.append(s)
+    return list(groups.values())
+
+
 def corpus(samples: Sequence[Sample], task: str) -> list[str]:
     """The texts a tokenizer trained for this run must cover: prompts with their answers, or captions."""
     from mammut_video.text.prompts import QA_PROMPT, format_question
@@ -198,12 +223,12 @@ def decode_once(samples: Sequence[Sample], num_frames: int, size: int, workers: 
 
 
 class TrainClips(ClipDataset):
-    """Training clips: sample ``index`` of epoch ``e`` draws its frames and its augmentation from seed
+    """Training clips: group ``index`` of epoch ``e`` draws its frames and its augmentation from seed
     ``seed + e * len(self) + index``, whichever worker or process decodes it."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Any, num_frames: int, seed: int,
+    def __init__(self, groups: Sequence[ClipGroup], transform: Any, num_frames: int, seed: int,
                  cache: FrameCache | None = None) -> None:
-        super().__init__(samples, transform=transform, num_frames=num_frames,
+        super().__init__(groups, transform=transform, num_frames=num_frames,
                          sampling="uniform" if cache is not None else "random", seed=seed, reader=cache)
         self.base_seed = seed
 
@@ -239,13 +264,16 @@ def trim_to_longest(ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 
 def text_batch(tokenizer: Any, items: Sequence[dict[str, Any]], task: str,
-               context_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forcing ids and labels (B, L) for decoded items, L = the longest row's length."""
+               context_length: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Teacher-forcing ids and labels (R, L) for the samples of decoded :class:`ClipGroup` items, in
+    order, L = the longest row's length; and the rows per item (``MammutVideo.forward``'s ``rows``)."""
     from mammut_video.text.prompts import build_caption_batch, build_qa_batch
 
+    samples = [s for item in items for s in item["samples"]]
     if task == "qa":
-        ids, labels = build_qa_batch(tokenizer, [i["question"] for i in items], [i["answer"] for i in items],
+        ids, labels = build_qa_batch(tokenizer, [s.question for s in samples], [s.answer for s in samples],
                                      context_length)
     else:
-        ids, labels = build_caption_batch(tokenizer, [i["caption"] for i in items], context_length)
-    return trim_to_longest(ids, labels)
+        ids, labels = build_caption_batch(tokenizer, [s.caption for s in samples], context_length)
+    ids, labels = trim_to_longest(ids, labels)
+    return ids, labels, [len(item["samples"]) for item in items]

@@ -127,6 +127,7 @@ class Trainer:
             if config.contrastive_weight > 0 else None
         self.ddp = self._wrap(model)
         self.position = Position()
+        self.last_check = (0, 0.0)  # (step, elapsed) of the last epoch-end validation and save
         self.best: dict[str, Any] = {}
         self.last_val: dict[str, Any] = {}
         self.failed_paths: set[str] = set()  # distinct clips that could not be decoded
@@ -157,6 +158,7 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.position = Position(**state["position"])
+        self.last_check = (self.position.step, self.position.elapsed)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
@@ -186,7 +188,7 @@ class Trainer:
                 self._after_step(record, bar)
             else:
                 pos.epoch, pos.epoch_step = pos.epoch + 1, 0
-                if cfg.val_every is None and not self._stop_reason():
+                if cfg.val_every is None and not self._stop_reason() and self._epoch_check_due():
                     self._checkpoint(validate=True)
                 continue
             break
@@ -209,6 +211,21 @@ class Trainer:
             bar = progress(self.total_steps, "finetune", "step", enabled)
             bar.update(self.position.step)
         return bar
+
+    def _epoch_check_due(self) -> bool:
+        """Without ``--val-every``, validate and save at the end of an epoch, but at most about ten times a
+        run: on a small set an epoch takes seconds, and a time-bounded run would spend its budget validating."""
+        pos, cfg = self.position, self.config
+        last_step, last_elapsed = self.last_check
+        if cfg.max_time is not None:
+            due = pos.elapsed - last_elapsed >= float(cfg.max_time) / 10
+        elif self.total_steps is not None:
+            due = pos.step - last_step >= self.total_steps / 10
+        else:
+            due = True
+        if due:
+            self.last_check = (pos.step, pos.elapsed)
+        return due
 
     def _stop_reason(self) -> str | None:
         pos, cfg = self.position, self.config
@@ -262,10 +279,10 @@ class Trainer:
         cfg, ctx, pos = self.config, self.ctx, self.position
         prepared = [self._prepare(b) for b in micro_batches]
         local = [sum(p["tokens"] for p in prepared), sum(p["samples"] for p in prepared),
-                 sum(len(p["failed"]) for p in prepared)] + [float(p["samples"] == 0) for p in prepared]
-        totals = self._sum(local)
-        tokens, samples, failed = (int(v) for v in totals[:3])
-        skip = [bool(v) for v in totals[3:]]
+                 sum(len(p["failed"]) for p in prepared), sum(p.get("texts", 0) for p in prepared)]
+        totals = self._sum(local + [float(p["samples"] == 0) for p in prepared])
+        tokens, samples, failed, texts = (int(v) for v in totals[:4])
+        skip = [bool(v) for v in totals[4:]]
         kept = [p for p, s in zip(prepared, skip) if not s]
         caption_sum = contrastive_sum = 0.0
         for i, part in enumerate(kept):
@@ -282,8 +299,9 @@ class Trainer:
         self.train_seconds, self.train_samples = self.train_seconds + seconds, self.train_samples + samples
         record: dict[str, Any] = {"kind": "train", "step": pos.step,
                                   "epoch": round(pos.epoch + pos.epoch_step / self.geometry.steps_per_epoch, 4),
-                                  "lr": self.optimizer.param_groups[0]["lr"], "samples": samples,
-                                  "samples_per_s": samples / seconds, "failed_samples": pos.failed,
+                                  "lr": self.optimizer.param_groups[0]["lr"], "samples": samples, "texts": texts,
+                                  "samples_per_s": samples / seconds, "texts_per_s": texts / seconds,
+                                  "failed_samples": pos.failed,
                                   "failed_clips": len(self.failed_paths)}
         if kept:
             record["caption_loss"] = caption_sum / max(tokens, 1)
@@ -303,11 +321,11 @@ class Trainer:
         model = self.model
         if batch["video"] is None:
             return {"samples": 0, "tokens": 0, "failed": batch["failed"]}
-        ids, labels = text_batch(model.tokenizer, batch["items"], self.task, model.config.text.context_length)
+        ids, labels, rows = text_batch(model.tokenizer, batch["items"], self.task, model.config.text.context_length)
         device = self.ctx.device
         return {"video": batch["video"].to(device, non_blocking=True), "ids": ids.to(device),
-                "labels": labels.to(device), "samples": len(batch["items"]), "failed": batch["failed"],
-                "tokens": int((labels[:, 1:] != -100).sum())}
+                "labels": labels.to(device), "rows": rows, "samples": len(batch["items"]), "texts": sum(rows),
+                "failed": batch["failed"], "tokens": int((labels[:, 1:] != -100).sum())}
 
     def _backward(self, part: dict[str, Any], step_tokens: int) -> tuple[float, float]:
         """Forward and backward of one micro-batch; returns its summed token loss and contrastive loss."""
@@ -315,7 +333,8 @@ class Trainer:
 
         cfg, world = self.config, self.ctx.world_size
         with autocast(self.ctx.device, cfg.precision):
-            out = self.ddp(part["video"], part["ids"], part["labels"], contrastive=self.contrastive is not None)
+            out = self.ddp(part["video"], part["ids"], part["labels"], contrastive=self.contrastive is not None,
+                           rows=part["rows"])
             token_sum = caption_loss(out["logits"], out["targets"], reduction="sum")
             loss = token_sum * (world / max(step_tokens, 1))
             contrastive = 0.0

@@ -20,12 +20,14 @@ from mammut_video.train.config import FinetuneConfig
 from mammut_video.train.data import (
     DataSpec,
     FrameCache,
+    ClipGroup,
     Sample,
     TrainClips,
     corpus,
     decode_once,
     load_split,
     parse_spec,
+    group_by_clip,
     samples_of,
     spec_task,
 )
@@ -54,8 +56,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     frames = config.frames or int(start["num_frames"])
     settings = {**config.settings(), "task": task, "frames": frames, "train": train_identity, "val": val_identity,
                 "start": start["identity"]}
+    groups = group_by_clip(train, task)
     with init_distributed(config.device) as ctx:
-        Geometry(int(config.resolved("batch_size")), ctx.world_size, config.grad_accum, len(train)).steps_per_epoch
+        Geometry(int(config.resolved("batch_size")), ctx.world_size, config.grad_accum, len(groups)).steps_per_epoch
         open_run_dir(files.root, files.results, settings, config.resume, config.overwrite, ctx)
         state = load_state(files.state) if config.resume and files.state.is_file() else None
         model = _model(config, ctx, files, task, frames, train)
@@ -63,7 +66,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         log_file = MetricsLog(files.metrics, resume_step=_resume_step(state) if config.resume else None) \
             if ctx.is_main else None
         try:
-            trainer = _trainer(config, ctx, files, model, task, frames, train, val, log_file)
+            trainer = _trainer(config, ctx, files, model, task, frames, groups, val, log_file)
             if state is not None:
                 trainer.load_state_dict(state)
                 _log(ctx, "resuming %s at step %d (epoch %d)", files.root, trainer.position.step, trainer.position.epoch)
@@ -96,9 +99,10 @@ def _samples(spec: DataSpec, task: str, config: FinetuneConfig, option: str) -> 
     return samples, identity
 
 
-def _cached(samples: list[Sample], frames: int, size: int, config: FinetuneConfig, ctx: DistContext,
-            log_file: MetricsLog | None, what: str) -> tuple[list[Sample], FrameCache, list[tuple[str, str]]]:
-    """``--cache-clips``: decode every clip once; the samples whose clip could be read, and the failures."""
+def _cached(samples: list[Any], frames: int, size: int, config: FinetuneConfig, ctx: DistContext,
+            log_file: MetricsLog | None, what: str) -> tuple[list[Any], FrameCache, list[tuple[str, str]]]:
+    """``--cache-clips``: decode every clip once; the samples (or clip groups) whose clip could be read,
+    and the failures."""
     cache, failed = decode_once(samples, frames, size, config.workers, config.progress and ctx.is_main)
     clips = len(cache.frames) + len(failed)
     if len(failed) > MOST_FAILED * clips:
@@ -113,7 +117,7 @@ def _cached(samples: list[Sample], frames: int, size: int, config: FinetuneConfi
 
 
 def _trainer(config: FinetuneConfig, ctx: DistContext, files: RunFiles, model: nn.Module, task: str, frames: int,
-             train: list[Sample], val: list[Sample], log_file: MetricsLog | None) -> Trainer:
+             train: list[ClipGroup], val: list[Sample], log_file: MetricsLog | None) -> Trainer:
     from mammut_video.video import build_clip_transform
 
     v = model.config.vision
@@ -222,7 +226,10 @@ def _summary(trainer: Trainer, task: str, frames: int, ctx: DistContext) -> str:
     total = sum(p.numel() for p in trainer.model.parameters())
     length = (f"{trainer.total_steps} steps" if trainer.total_steps is not None else "until the time budget")
     budget = f", at most {cfg.max_time:.0f} s" if cfg.max_time is not None else ""
-    return (f"finetune {task}: {len(trainer.train_data)} samples, {g.steps_per_epoch} steps an epoch of batch "
+    groups = trainer.train_data.items
+    unit = (f"{len(groups)} clips with {sum(len(gr.samples) for gr in groups)} questions" if task == "qa"
+            else f"{len(groups)} captions")
+    return (f"finetune {task}: {unit}, {g.steps_per_epoch} steps an epoch of batch "
             f"{g.batch_size} ({ctx.world_size} process(es) x {g.accum} micro-batch(es) of {g.micro}); {length}{budget}; "
             f"{frames} frames; lr {cfg.resolved('lr'):g}; {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters "
             f"trained; validation: {len(trainer.val)} samples")

@@ -58,12 +58,10 @@ def validate(model: Any, samples: Sequence[Sample], task: str, *, frames: int, b
                 continue
             video = batch["video"].to(device)
             batch_clips = [clips[item["index"]] for item in batch["items"]]
-            rows = [(c, i) for c, clip in enumerate(batch_clips) for i in clip.samples]
-            items = [_fields(samples[i]) for _, i in rows]
-            clip_index = torch.tensor([c for c, _ in rows], device=device)
-            ids, labels = text_batch(model.tokenizer, items, task, model.config.text.context_length)
+            items = [{"samples": [samples[i] for i in clip.samples]} for clip in batch_clips]
+            ids, labels, rows = text_batch(model.tokenizer, items, task, model.config.text.context_length)
             with autocast(device, precision):
-                out = model(video[clip_index], ids.to(device), labels.to(device), contrastive=False)
+                out = model(video, ids.to(device), labels.to(device), contrastive=False, rows=rows)
                 loss_sum += float(caption_loss(out["logits"], out["targets"], reduction="sum"))
                 tokens += int(out["targets"].numel())
                 predictions.update(_predict(model, video, batch_clips, samples, task))
@@ -78,12 +76,6 @@ def validate(model: Any, samples: Sequence[Sample], task: str, *, frames: int, b
     else:
         result["val_cider"] = _cider(samples, predictions)
     return result
-
-
-def _fields(sample: Sample) -> dict[str, Any]:
-    if isinstance(sample, CaptionSample):
-        return {"caption": sample.caption}
-    return {"question": sample.question, "answer": sample.answer}
 
 
 def _predict(model: Any, video: torch.Tensor, clips: list[ValClip], samples: Sequence[Sample],
