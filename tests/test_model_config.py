@@ -50,14 +50,14 @@ def test_overrides_and_state_dict_contract():
     assert model.config.num_frames == 4 and model.config.name == "mammut-video-tiny"
     sd = model.state_dict()
     for key in ["visual.trunk.cls_token", "visual.trunk.pos_embed", "visual.trunk.patch_embed.proj.weight",
-                "visual.trunk.norm.weight", "visual.trunk.blocks.3.attn.qkv.weight", "visual.tubes.a.weight",
-                "visual.tubes.b.bias", "visual.proj", "text.lm_head", "text.cross_attn.1.ln_1_kv.weight",
+                "visual.trunk.norm.weight", "visual.trunk.blocks.3.attn.qkv.weight", "visual.tubes.motion.weight",
+                "visual.tubes.motion.bias", "visual.proj", "text.lm_head", "text.cross_attn.1.ln_1_kv.weight",
                 "map_viz2txt_kv", "logit_scale", "logit_bias"]:
         assert key in sd, key
     assert "visual.tubes.image.weight" not in sd  # the image tube IS trunk.patch_embed.proj
     assert not any(k.startswith("visual.ln_post") for k in sd)  # ln_post IS trunk.norm
     assert model.visual.ln_post is model.visual.trunk.norm
-    assert sd["visual.tubes.b.weight"].shape == (192, 3, 4, 4, 4)
+    assert sd["visual.tubes.motion.weight"].shape == (192, 3, 4, 16, 16)
     assert sd["map_viz2txt_kv"].shape == (192, 128)
     assert model.logit_scale.item() == pytest.approx(2.6592600)  # log(1 / 0.07)
 

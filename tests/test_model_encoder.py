@@ -85,7 +85,22 @@ def test_image_equals_timm_small_vit(tiny):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
 
 
-def test_constant_clip_every_tube_matches_image_tube(tiny):
+def _sparse_tiny():
+    """The tiny ViT with a sparse tube table with offsets and three spatial kernel sizes (the B-16
+    layout, its time axis scaled to 8 frames): 131 tokens + CLS."""
+    import dataclasses
+
+    from mammut_video.model.config import TubeSpec
+
+    sparse = [TubeSpec("a", (2, 8, 8), (4, 32, 32), (0, 0, 0)), TubeSpec("b", (4, 4, 4), (2, 32, 32), (1, 8, 8)),
+              TubeSpec("c", (1, 12, 12), (4, 32, 32), (0, 16, 16)), TubeSpec("image", (1, 16, 16), (8, 16, 16))]
+    return create_model("mammut-video-tiny", vision={"tubes": [dataclasses.asdict(t) for t in sparse]})
+
+
+@pytest.mark.parametrize("tubes", ["preset", "sparse"])
+def test_constant_clip_every_tube_matches_image_tube(tubes, tiny):
+    if tubes == "sparse":
+        tiny = _sparse_tiny()
     # perturb the image kernel first so inflation is exercised on arbitrary weights
     with torch.no_grad():
         tiny.visual.trunk.patch_embed.proj.weight.normal_()
@@ -95,8 +110,8 @@ def test_constant_clip_every_tube_matches_image_tube(tiny):
     with torch.inference_mode():
         tokens = tiny.visual.tokenize(clip)[0]  # (N, D), before positions
     counts = [int(torch.tensor(t.grid(8, 112, 112)).prod()) for t in active_tubes(tiny.visual.tube_specs, 8, 112, 112)]
-    assert len(counts) == 4 and sum(counts) == tokens.shape[0]
-    image_token = tokens[-1]  # the image tube is last in the tiny preset
+    assert len(counts) == (2 if tubes == "preset" else 4) and sum(counts) == tokens.shape[0]
+    image_token = tokens[-1]  # the image tube is last in both tables
     torch.testing.assert_close(tokens, image_token.expand_as(tokens), atol=1e-4, rtol=1e-5)
     # a non-constant clip does NOT give equal tokens (the test above can fail)
     with torch.inference_mode():
@@ -149,11 +164,12 @@ def test_temporal_table_is_sampled_at_the_centre_frame():
 def test_every_tube_token_takes_its_centre_position():
     """Each token's position = the 2D table bilinearly sampled at its tube centre
     (idx * stride + offset + kernel // 2) + the temporal table's row of the centre frame; checked
-    against torch's grid_sample and direct indexing, for every tube of the tiny preset."""
+    against torch's grid_sample and direct indexing, for every tube of a sparse table with offsets
+    (the B-16 layout, its time axis scaled to 8 frames) on the tiny ViT."""
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    v = create_model("mammut-video-tiny").visual
+    v = _sparse_tiny().visual
     with torch.no_grad():
         v.trunk.pos_embed.normal_()
         v.time_embed.normal_()

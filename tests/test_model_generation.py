@@ -155,7 +155,7 @@ def test_preprocess_then_caption_on_a_real_clip(tiny, realdata):
     x = tiny.preprocess(clip)
     assert x.shape == (3, 8, 112, 112) and x.dtype == torch.float32
     out = tiny.encode_video(x[None], normalize=True)
-    assert out.tokens.shape == (1, 132, 192)
+    assert out.tokens.shape == (1, 148, 192)  # 2 x 49 motion tubelets + 49 image patches + CLS
     torch.testing.assert_close(out.embedding.norm(dim=-1), torch.ones(1))
     captions = tiny.caption(x[None], max_new_tokens=4, num_beams=2)
     assert len(captions) == 1 and isinstance(captions[0], str)
