@@ -161,3 +161,26 @@ def test_a_directory_named_like_a_video_is_reported_as_a_directory(tmp_path: Pat
                                        out=tmp_path / "out", workers=0, progress=False, device="cpu"))
     assert result.failed_videos and "is a directory, not a video file" in result.failed_videos[0]["error"]
     assert json.loads(result.metrics_path.read_text())["failed_videos"] == result.failed_videos
+
+
+def test_workers_default_to_at_most_the_cpu_cores(monkeypatch) -> None:
+    import os
+    import warnings
+
+    from torch.utils.data import DataLoader
+
+    from mammut_video.commands.args import default_workers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    parser = build_parser()
+    for argv, cap in ((["embed", "in", "--out", "o"], 4), (["caption", "v.mp4"], 2),
+                      (["eval", "msrvtt-qa", "--data-root", "d"], 4)):
+        workers = parser.parse_args(argv).workers
+        assert workers == min(cap, cores) == default_workers(cap), argv
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "This DataLoader will create N worker processes ..." would raise
+            DataLoader(range(4), num_workers=workers)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert default_workers(4) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert default_workers(4) == 4 and default_workers(2) == 2

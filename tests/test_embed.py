@@ -336,3 +336,53 @@ def test_torchrun_two_processes_equal_one(ckpt: Path, tmp_path: Path) -> None:
         torch.testing.assert_close(b[key], a[key], atol=2e-3, rtol=0)
     assert read_jsonl(two / "errors.jsonl") == read_jsonl(one / "errors.jsonl")
     assert not list(two.glob("errors.rank*"))
+
+
+def test_precision_is_a_setting_and_compile_is_not(ckpt: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from mammut_video.model.mammut import MammutVideo
+    from mammut_video.runtime import precision as precision_module
+
+    entered: list[tuple] = []
+    real = precision_module.autocast
+
+    def recording(device: torch.device, precision: str | None):
+        entered.append((precision, real(device, precision)))
+        return entered[-1][1]
+
+    compiled: list[bool] = []
+    monkeypatch.setattr(precision_module, "autocast", recording)
+    monkeypatch.setattr(MammutVideo, "compile_inference", lambda self: compiled.append(True))
+    videos = synthetic_folder(tmp_path / "videos", 2)
+    out = tmp_path / "out"
+    assert embed(videos, out, ckpt) == 0
+    assert json.loads((out / "settings.json").read_text())["precision"] == "fp32"  # the CPU's default, recorded
+    assert {p for p, _ in entered} == {"fp32"} and compiled == []
+    before = stored(out)
+    capsys.readouterr()
+    # bf16 embeddings differ from fp32's: continuing the fp32 run in bf16 is refused
+    assert embed(videos, out, ckpt, "--precision", "bf16") == 2
+    assert "precision: fp32 before, bf16 now" in error_line(capsys.readouterr().err)
+    # --compile gives the same embeddings: the run continues (nothing left to do) with or without it
+    assert embed(videos, out, ckpt, "--compile") == 0 and compiled == [True]
+    assert "skipped 2 (already done)" in capsys.readouterr().out
+    assert "compile" not in json.loads((out / "settings.json").read_text())
+    entered.clear()
+    assert embed(videos, tmp_path / "bf16", ckpt, "--precision", "bf16") == 0
+    assert entered and all(p == "bf16" and isinstance(c, torch.autocast) and c.fast_dtype == torch.bfloat16
+                           for p, c in entered)
+    assert json.loads((tmp_path / "bf16" / "settings.json").read_text())["precision"] == "bf16"
+    after = stored(tmp_path / "bf16")
+    assert after.keys() == before.keys()
+    for key in before:  # bf16 autocast ran: close to fp32's, not equal to it
+        assert torch.allclose(after[key], before[key], atol=5e-2)
+    assert any(not torch.equal(after[key], before[key]) for key in before)
+
+
+def test_bad_precision_is_one_line(ckpt: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        embed(tmp_path, tmp_path / "out", ckpt, "--precision", "fp64")
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--precision" in err and "'fp64'" in err
+    with pytest.raises(mv.ConfigError, match=r"^precision 'fp64': expected fp32, bf16 or fp16$"):
+        mv.EmbedConfig(tmp_path, out=tmp_path / "out", checkpoint=ckpt, precision="fp64")

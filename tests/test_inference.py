@@ -98,3 +98,111 @@ def test_caption_of_a_missing_path_or_empty_folder_is_one_line_exit_2(ckpt: Path
     (tmp_path / "empty").mkdir()
     assert main(["caption", str(tmp_path / "empty"), "--checkpoint", str(ckpt)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------ beams, precision, compile, workers
+
+
+@pytest.fixture(scope="module")
+def clip_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic clip: these tests need no real media."""
+    from mammut_video.video import moving_pattern, write_clip
+
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    write_clip(path, moving_pattern(8, 64, 64, seed=1), fps=8)
+    return path
+
+
+def _count_encoded_clips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Patch the video encoder to record the batch size of every call; returns the record."""
+    from mammut_video.model.encoder import VideoEncoder
+
+    calls: list[int] = []
+    original = VideoEncoder.forward_tokens
+
+    def counting(self, x: torch.Tensor) -> torch.Tensor:
+        calls.append(int(x.shape[0]))
+        return original(self, x)
+
+    monkeypatch.setattr(VideoEncoder, "forward_tokens", counting)
+    return calls
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_ask_encodes_the_clip_once_for_all_questions(ckpt: Path, clip_file: Path, monkeypatch, beams: int) -> None:
+    questions = ["what is it?", "who is there?", "how many people are in the room?"]
+    model = mv.load_model(ckpt)
+    x = model.preprocess(mv.read_clip(clip_file, 2))[None]
+    expected = [model.answer(x, q, num_beams=beams, max_new_tokens=4)[0] for q in questions]
+    calls = _count_encoded_clips(monkeypatch)
+    answers = mv.ask(mv.AskConfig(clip_file, questions, ckpt, num_beams=beams, max_new_tokens=4))
+    assert calls == [1]  # one clip through the encoder, not one per question
+    assert [a.answer for a in answers] == expected
+
+
+def _record_autocast(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Wrap the autocast helper: record (precision asked, autocast on?, its dtype) once entered."""
+    from mammut_video.runtime import precision as precision_module
+
+    entered: list[tuple] = []
+    real = precision_module.autocast
+
+    class Recording:
+        def __init__(self, device: torch.device, precision: str | None) -> None:
+            self.device, self.precision, self.context = device, precision, real(device, precision)
+
+        def __enter__(self) -> None:
+            self.context.__enter__()
+            kind = self.device.type
+            entered.append((self.precision, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)))
+
+        def __exit__(self, *exc: object) -> None:
+            self.context.__exit__(*exc)
+
+    monkeypatch.setattr(precision_module, "autocast", Recording)
+    return entered
+
+
+@pytest.mark.parametrize("precision, on, dtype", [(None, False, None), ("fp32", False, None),
+                                                  ("bf16", True, torch.bfloat16), ("fp16", True, torch.float16)])
+def test_ask_runs_under_the_configured_precision(ckpt: Path, clip_file: Path, monkeypatch, precision, on, dtype) -> None:
+    entered = _record_autocast(monkeypatch)
+    answers = mv.ask(mv.AskConfig(clip_file, ["what is it?"], ckpt, max_new_tokens=2, num_beams=2, device="cpu",
+                                  precision=precision))
+    assert len(answers) == 1
+    assert [(p, o) for p, o, _ in entered] == [(precision, on)]  # None: fp32, the CPU's default
+    if on:
+        assert entered[0][2] == dtype
+
+
+def test_caption_and_ask_options_reach_autocast_and_compile(ckpt: Path, clip_file: Path, monkeypatch,
+                                                            capsys) -> None:
+    from mammut_video.model.mammut import MammutVideo
+
+    compiled: list[bool] = []
+    monkeypatch.setattr(MammutVideo, "compile_inference", lambda self: compiled.append(True))
+    entered = _record_autocast(monkeypatch)
+    assert main(["caption", str(clip_file), "--checkpoint", str(ckpt), "--max-new-tokens", "2", "--workers", "0",
+                 "--precision", "bf16", "--compile"]) == 0
+    assert main(["ask", str(clip_file), "what?", "--checkpoint", str(ckpt), "--max-new-tokens", "2",
+                 "--precision", "fp16", "--compile"]) == 0
+    assert [(p, d) for p, _, d in entered] == [("bf16", torch.bfloat16), ("fp16", torch.float16)]
+    assert compiled == [True, True]
+    capsys.readouterr()
+    assert main(["caption", str(clip_file), "--checkpoint", str(ckpt), "--max-new-tokens", "2", "--workers", "0"]) == 0
+    assert main(["ask", str(clip_file), "what?", "--checkpoint", str(ckpt), "--max-new-tokens", "2"]) == 0
+    assert entered[2:] == [(None, False, entered[2][2])] * 2 and compiled == [True, True]  # defaults: fp32, no compile
+
+
+@pytest.mark.parametrize("command", ["caption", "ask"])
+def test_a_bad_precision_is_one_line_exit_2(ckpt: Path, clip_file: Path, capsys, command: str) -> None:
+    argv = [command, str(clip_file), *(["what?"] if command == "ask" else []), "--checkpoint", str(ckpt)]
+    with pytest.raises(SystemExit) as exit_:
+        main([*argv, "--precision", "fp64"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--precision" in err and "'fp64'" in err
+    config = {"caption": lambda: mv.CaptionConfig([clip_file], ckpt, precision="fp64"),
+              "ask": lambda: mv.AskConfig(clip_file, ["what?"], ckpt, precision="fp64")}[command]
+    with pytest.raises(mv.ConfigError, match=r"^precision 'fp64': expected fp32, bf16 or fp16$"):
+        config()

@@ -11,7 +11,7 @@ import textwrap
 from collections.abc import Callable
 
 from mammut_video.errors import ConfigError, check_int
-from mammut_video.runtime.devices import check_device_name
+from mammut_video.runtime.devices import check_device_name, default_workers
 from mammut_video.runtime.precision import PRECISIONS
 
 
@@ -78,8 +78,10 @@ def add_device(group: argparse._ArgumentGroup) -> None:
 
 def add_precision(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--precision", choices=PRECISIONS, metavar="P",
-                       help="fp32, bf16 or fp16 (autocast) (default: fp32 on the CPU, where bf16 is several times "
-                            "slower without bf16 instructions; bf16 on CUDA)")
+                       help="fp32: full float32, no autocast; bf16: autocast to bfloat16 (float32 range, "
+                            "results differ a little from fp32's); fp16: autocast to float16 (for GPUs) "
+                            "(default: fp32 on the CPU, where bf16 autocast is several times slower without "
+                            "bf16 instructions; bf16 on CUDA)")
 
 
 def add_compile(group: argparse._ArgumentGroup) -> None:
@@ -89,11 +91,14 @@ def add_compile(group: argparse._ArgumentGroup) -> None:
                             "worth it on a GPU for long runs (default: off)")
 
 
-def add_batching(group: argparse._ArgumentGroup, batch_size: int = 8, workers: int = 4) -> None:
+def add_batching(group: argparse._ArgumentGroup, batch_size: int = 8, max_workers: int = 4) -> None:
+    """--batch-size and --workers; --workers defaults to :func:`default_workers` (``max_workers``)."""
+    workers = default_workers(max_workers)
     group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="B",
                        help=f"clips decoded and encoded per batch (default: {batch_size})")
     group.add_argument("--workers", type=non_negative_int, default=workers, metavar="W",
-                       help=f"video decoding processes; 0 decodes in the main process (default: {workers})")
+                       help="video decoding processes; 0 decodes in the main process (default: "
+                            f"min({max_workers}, CPU cores), {workers} on this machine)")
 
 
 def add_run_dir(group: argparse._ArgumentGroup, holds: str, default: str, resume_help: str) -> None:

@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
-from mammut_video.commands.args import (add_checkpoint, add_device, add_frames, add_precision, add_verbosity,
-                                        positive_int, wrap)
+from mammut_video.commands.args import (
+    add_checkpoint,
+    add_compile,
+    add_device,
+    add_frames,
+    add_precision,
+    add_verbosity,
+    positive_int,
+    wrap,
+)
 from mammut_video.commands.caption import add_generation, add_segment
 
 RESUMABLE = False
@@ -28,6 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_frames(model)
     add_device(model)
     add_precision(model)
+    add_compile(model)
     gen = p.add_argument_group("answers")
     gen.add_argument("--candidates", metavar="FILE",
                      help="rank these answers instead of generating: a .json list of strings or one answer per "
@@ -52,7 +61,8 @@ def run_ask(args: argparse.Namespace) -> int:
                           "`mammut-video convert`); nothing is downloaded")
     config = AskConfig(args.video, args.questions, args.checkpoint, candidates=args.candidates, frames=args.frames,
                        start=args.start, end=args.end, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
-                       top_k=args.top_k, device=args.device, precision=args.precision)
+                       top_k=args.top_k, device=args.device, precision=args.precision,
+                       compile=args.compile)
     for a in ask(config):
         if args.json:
             out = {"question": a.question, "answer": a.answer}

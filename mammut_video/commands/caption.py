@@ -6,8 +6,18 @@ import argparse
 import json
 import sys
 
-from mammut_video.commands.args import (add_batching, add_checkpoint, add_device, add_frames, add_precision,
-                                        add_verbosity, positive_int, show_progress, wrap)
+from mammut_video.commands.args import (
+    add_batching,
+    add_checkpoint,
+    add_compile,
+    add_device,
+    add_frames,
+    add_precision,
+    add_verbosity,
+    positive_int,
+    show_progress,
+    wrap,
+)
 
 RESUMABLE = False
 
@@ -41,11 +51,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_frames(model)
     add_device(model)
     add_precision(model)
+    add_compile(model)
     gen = p.add_argument_group("generation")
     add_generation(gen, 30)
     add_segment(gen)
     run = p.add_argument_group("run")
-    add_batching(run, batch_size=8, workers=2)
+    add_batching(run, batch_size=8, max_workers=2)
     run.add_argument("--json", action="store_true",
                      help='print one JSON object per video: {"path", "caption"} or {"path", "error"} (default: '
                           "tab-separated text)")
@@ -64,7 +75,7 @@ def run_caption(args: argparse.Namespace) -> int:
     config = CaptionConfig(args.videos, args.checkpoint, frames=args.frames, start=args.start, end=args.end,
                            num_beams=args.beams, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            workers=args.workers, device=args.device, precision=args.precision,
-                           progress=show_progress(args))
+                           compile=args.compile, progress=show_progress(args))
     done = skipped = 0
     bad_given = []
     for result in caption_videos(config):

@@ -7,6 +7,7 @@ import argparse
 from mammut_video.commands.args import (
     add_batching,
     add_checkpoint,
+    add_compile,
     add_device,
     add_frames,
     add_precision,
@@ -53,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_frames(model)
     add_device(model)
     add_precision(model)
+    add_compile(model)
 
     clips = p.add_argument_group("clips")
     clips.add_argument("--clip-seconds", type=_seconds, metavar="S",
@@ -98,7 +100,7 @@ def config_from_args(args: argparse.Namespace):
     return EmbedConfig(
         input=args.input, out=args.out, checkpoint=args.checkpoint, preset=args.preset, frames=args.frames,
         batch_size=args.batch_size, workers=args.workers, device=args.device, precision=args.precision,
-        dtype=args.dtype, clip_seconds=args.clip_seconds, stride_seconds=args.stride_seconds,
+        compile=args.compile, dtype=args.dtype, clip_seconds=args.clip_seconds, stride_seconds=args.stride_seconds,
         save_tokens=args.save_tokens, shard_rows=args.shard_rows, resume=args.resume, overwrite=args.overwrite,
         progress=show_progress(args))
 

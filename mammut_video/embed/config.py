@@ -11,11 +11,11 @@ files and folders are checked when :func:`~mammut_video.embed.embed_folder` runs
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammut_video.errors import ConfigError, check_int
-from mammut_video.runtime.devices import check_device_name
+from mammut_video.runtime.devices import check_device_name, default_workers
 from mammut_video.runtime.precision import check_precision
 
 DTYPES = ("float16", "float32")
@@ -43,7 +43,10 @@ class EmbedConfig:
     directory written by ``save_pretrained``) or ``preset`` (a preset name, randomly initialised
     with seed 0: for trying the pipeline; its embeddings mean nothing). ``frames``: frames
     sampled per clip (default the model's ``num_frames``). ``dtype``: how embeddings are stored.
-    ``precision``: autocast (default fp32 on the CPU, bf16 on CUDA). ``clip_seconds``: embed
+    ``precision``: fp32 / bf16 / fp16 autocast, None for the device's default (fp32 on the CPU,
+    bf16 on CUDA); it changes the numbers, so it is one of the settings a resumed run must share.
+    ``compile``: torch.compile the video encoder (same embeddings, so a run may be resumed with
+    or without it; the first batches pay the compilation). ``clip_seconds``: embed
     windows of that length every ``stride_seconds`` (default ``clip_seconds``) instead of one
     embedding per file. ``save_tokens``: also store the visual tokens (float16). ``shard_rows``:
     rows per shard file; a shard is also committed when its first row is ``commit_seconds`` old,
@@ -57,9 +60,10 @@ class EmbedConfig:
     preset: str | None = None
     frames: int | None = None
     batch_size: int = 8
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(4, CPU cores)
     device: str | None = None
     precision: str | None = None
+    compile: bool = False
     dtype: str = "float16"
     clip_seconds: float | None = None
     stride_seconds: float | None = None

@@ -20,21 +20,8 @@ import torch.nn.functional as F
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mammut_video.embed.config import EmbedConfig, EmbedSummary
-from mammut_video.embed.inputs import (
-    Inputs,
-    VideoInput,
-    Window,
-    WindowPlan,
-    list_inputs,
-)
-from mammut_video.embed.store import (
-    TOKEN_SHARD_BYTES,
-    MergeResult,
-    ShardStore,
-    merge,
-    remove_leftovers,
-    result_files,
-)
+from mammut_video.embed.inputs import Inputs, VideoInput, Window, WindowPlan, list_inputs
+from mammut_video.embed.store import TOKEN_SHARD_BYTES, MergeResult, ShardStore, merge, remove_leftovers, result_files
 from mammut_video.errors import ConfigError
 from mammut_video.runtime.rundir import RunDirError, read_settings
 
@@ -259,6 +246,8 @@ def embed_folder(config: EmbedConfig | str | Path, **options: Any) -> EmbedSumma
         open_run_dir(out_dir, lambda: result_files(out_dir), settings, not config.overwrite, config.overwrite, ctx)
         ctx.on_main(lambda: remove_leftovers(out_dir))
         store = ShardStore(out_dir, ctx.rank, _shard_rows(config, model, frames), config.commit_seconds)
+        if config.compile:  # after _shard_rows' probe, so that only real batches compile
+            model.compile_inference()
         encoder = Encoder(model, config, frames, ctx.device, precision, store)
         stats = run_sharded(inputs.items, encoder, store, ctx, desc="embed", unit_name="video",
                             show_progress=config.progress)

@@ -17,7 +17,7 @@ from typing import Union
 
 from mammut_video.errors import ConfigError, check_int
 from mammut_video.eval.registry import task_info
-from mammut_video.runtime.devices import check_device_name
+from mammut_video.runtime.devices import check_device_name, default_workers
 from mammut_video.runtime.precision import check_precision
 
 QA_PROTOCOLS = ("generate", "rank")
@@ -87,7 +87,7 @@ class EvalConfig:
     precision: str | None = None
     compile: bool = False
     batch_size: int = 8
-    workers: int = 4
+    workers: int = field(default_factory=default_workers)  # min(4, CPU cores)
     out: str | Path | None = None
     resume: bool = False
     overwrite: bool = False

@@ -21,6 +21,8 @@ from mammut_video.runtime.precision import check_precision
 
 log = logging.getLogger(__name__)
 
+QUESTION_BATCH = 64  # questions decoded together (times the beams: rows per decoder pass)
+
 
 @dataclass
 class AskConfig:
@@ -28,7 +30,9 @@ class AskConfig:
 
     ``candidates``: a file (JSON list or one answer per line) or a list of answers to rank; None
     generates free answers (greedy, or beam search with ``num_beams``). ``frames``: default the
-    checkpoint's. ``precision``: fp32 / bf16 / fp16, default fp32 on the CPU and bf16 on CUDA.
+    checkpoint's. ``precision``: fp32 / bf16 / fp16 autocast, None for the device's default (fp32
+    on the CPU, bf16 on CUDA). ``compile``: torch.compile the encoder and the decoder's cached
+    step (same answers; the first call pays the compilation).
     """
 
     video: str | Path
@@ -43,6 +47,7 @@ class AskConfig:
     top_k: int = 5
     device: str | None = None
     precision: str | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.questions, str):
@@ -94,6 +99,8 @@ def ask(config: AskConfig) -> list[Answer]:
     candidates = _candidate_list(config.candidates) if config.candidates is not None else None
     device = resolve_device(config.device)
     model = load_model(str(config.checkpoint), map_location=device)
+    if config.compile:
+        model.compile_inference()
     frames = config.frames or model.config.num_frames
     clip = read_clip(config.video, frames, start=config.start, end=config.end)
     video = model.preprocess(clip)[None].to(device)
@@ -111,10 +118,18 @@ def ask(config: AskConfig) -> list[Answer]:
 
 
 def _generate(model, video, questions: list[str], config: AskConfig) -> list[str]:  # noqa: ANN001
-    """Free answers, the clip encoded once: its rows repeated for the questions."""
-    from mammut_video.eval.tasks import answer_questions
+    """Free answers, greedy or beam search, the clip encoded ONCE: every question, and every beam of
+    a question, reads the clip's cross-attention K/V in place (``clip_index``), as in eval."""
+    from mammut_video.model.generation import generate
+    from mammut_video.text.prompts import qa_prompt_ids
 
-    if config.num_beams == 1:
-        return answer_questions(model, video, [0] * len(questions), questions, max_new_tokens=config.max_new_tokens)
-    return model.answer(video.expand(len(questions), -1, -1, -1, -1), questions, num_beams=config.num_beams,
-                        max_new_tokens=config.max_new_tokens)
+    tok = model.tokenizer
+    kv_clip = model.cross_kv(model.visual.forward_tokens(video))  # per cross block (1, H, N, hd)
+    answers: list[str] = []
+    for s in range(0, len(questions), QUESTION_BATCH):
+        prompts = qa_prompt_ids(tok, questions[s: s + QUESTION_BATCH], model.config.text.context_length)
+        ids = generate(model.text, kv_clip, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id,
+                       max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
+                       clip_index=[0] * len(prompts))
+        answers += [tok.decode(i).strip() for i in ids]
+    return answers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -44,3 +45,13 @@ def resolve_device(name: str | None, local_rank: int = 0, distributed: bool = Fa
     if index >= torch.cuda.device_count():
         raise ConfigError(f"device cuda:{index} asked for, but only {torch.cuda.device_count()} GPUs are visible")
     return torch.device("cuda", index)
+
+
+def default_workers(cap: int = 4) -> int:
+    """Video decoding processes by default: ``cap``, or the CPU cores this process may use when they are
+    fewer (more processes than cores only compete, and PyTorch's DataLoader warns about it)."""
+    try:
+        cores = len(os.sched_getaffinity(0))  # what the DataLoader's warning counts
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cap, cores))
