@@ -252,7 +252,7 @@ def _custom(root: Path, n: int, frames: int, size: int, seed: int) -> None:
     for (split, k), path, scene in zip(order, rel, scenes):
         for j, (q, a) in enumerate(questions(scene)):
             rec: dict = {"video": path, "question": q, "answer": a, "id": f"{split}-{k}-{j}"}
-            if k % 3 == 2:  # some clips name their segment explicitly (the whole clip), in every record
+            if k % 3 == 1:  # some clips name their segment explicitly (the whole clip), in every record
                 rec.update(start=0.0, end=frames / FPS)
             out[split].append(json.dumps(rec))
         caption_lines[split] += [json.dumps({"video": path, "caption": c}) for c in captions(scene)]
