@@ -6,12 +6,15 @@ frames (file opened each time, as a data loader does), and the ratio read_clip /
 of the medians and of the fastest runs (the fastest run is the least disturbed by other
 processes on a shared machine).
 
-    python tools/bench_decode.py [--frames 32] [--repeats 7] [--threads 0] [extra.mp4 ...]
+    python tools/bench_decode.py [--frames 32] [--repeats 7] [--threads 0] [--json FILE] [extra.mp4 ...]
+
+``--json FILE`` also writes the numbers printed (per clip and the summary) as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=0, help="decord num_threads (0: default)")
+    parser.add_argument("--json", type=Path, help="also write the numbers as JSON to this file")
     args = parser.parse_args()
 
     tmp = tempfile.TemporaryDirectory()
@@ -76,7 +80,7 @@ def main() -> None:
           f"decord num_threads={threads}")
     print(f"{'clip':<28} {'size':>9} {'frames':>6} {'decord ms':>10} {'pyav ms':>9} "
           f"{'read_clip ms':>12} {'ratio':>6} {'min ratio':>9}")
-    ratios, min_ratios = [], []
+    ratios, min_ratios, rows = [], [], []
     for path in clips:
         name = str(path)
         info = mv.probe_video(name)
@@ -99,9 +103,16 @@ def main() -> None:
         print(f"{path.name:<28} {info.width:>4}x{info.height:<4} {info.num_frames:>6} "
               f"{med['decord']:>10.1f} {med['pyav']:>9.1f} {med['read_clip']:>12.1f} {ratio:>6.2f} "
               f"{min_ratio:>9.2f}")
+        rows.append({"clip": path.name, "width": info.width, "height": info.height, "frames": info.num_frames,
+                     **{f"{key}_ms": value for key, value in med.items()}, "ratio": ratio, "min_ratio": min_ratio})
     print(f"read_clip / decord (medians): median {statistics.median(ratios):.2f}, "
           f"max {max(ratios):.2f}; (fastest runs): median {statistics.median(min_ratios):.2f}, "
           f"max {max(min_ratios):.2f}  (target <= 1.15)")
+    if args.json:
+        summary = {"ratio_median": statistics.median(ratios), "ratio_max": max(ratios),
+                   "min_ratio_median": statistics.median(min_ratios), "min_ratio_max": max(min_ratios)}
+        args.json.write_text(json.dumps({"frames": k, "repeats": args.repeats, "threads": threads, "clips": rows,
+                                         **summary}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

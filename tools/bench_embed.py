@@ -16,7 +16,10 @@ MSR-VTT clip), or the videos of ``--videos DIR``.
 
 Usage: ``python tools/bench_embed.py [--presets mammut-video-tiny mammut-video-B-16] [--clips 32]
 [--workers 0 1 2] [--frames 8] [--batch-size 8] [--device cpu] [--rss-clips 10 200]
-[--search-rows 1000000] [--parts a b c]``
+[--search-rows 1000000] [--parts a b c] [--json FILE]``
+
+``--json FILE`` also writes the numbers printed as JSON: {"torch", "a": [rows], "b": [rows], "c": {...}}, rewritten
+after each part so that the parts done before a failure are kept.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import mammut_video as mv
 from mammut_video.video import moving_pattern, read_clip, write_clip
 
 SHARD_ROWS = 4096
+RESULTS: dict = {}  # what the parts print, for --json
 
 
 def make_clips(folder: Path, count: int, source: Path | None, size: tuple[int, int] = (240, 320),
@@ -96,6 +100,9 @@ def part_a(args: argparse.Namespace, root: Path) -> None:
         for workers in args.workers:
             e2e = end_to_end_rate(preset, folder, args.frames, args.batch_size, workers, args.device)
             print(f"{preset:<18} | {alone:10.2f} | {workers:>7} | {e2e:10.2f} | {e2e / alone:5.2f}", flush=True)
+            RESULTS.setdefault("a", []).append({"preset": preset, "clips": len(videos), "frames": args.frames,
+                                                "batch": args.batch_size, "device": str(device), "workers": workers,
+                                                "model_only": alone, "end_to_end": e2e, "ratio": e2e / alone})
 
 
 _RSS_SCRIPT = textwrap.dedent("""
@@ -116,6 +123,7 @@ def part_b(args: argparse.Namespace, root: Path) -> None:
                              capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"{n:>6} clips: {results[-1]['maxrss_mb']:8.1f} MB ({results[-1]['clips']} embedded)", flush=True)
+    RESULTS["b"] = [{"folder_clips": n, **r} for n, r in zip(args.rss_clips, results)]
     if len(results) > 1:
         print(f"difference {results[-1]['maxrss_mb'] - results[0]['maxrss_mb']:+.1f} MB (target < 100 MB)")
 
@@ -179,6 +187,7 @@ def part_c(args: argparse.Namespace, root: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", _SEARCH_SCRIPT, str(out), str(args.search_repeats),
                            "text" if args.text_query else "vector"], capture_output=True, text=True, check=True)
     r = json.loads(proc.stdout.strip().splitlines()[-1])
+    RESULTS["c"] = {"search_rows": args.search_rows, "shards_mb": size, **r}
     print(f"vector query, top 10: median {statistics.median(r['vector_s']):.3f} s wall, "
           f"{statistics.median(r['vector_cpu_s']):.3f} s CPU (fastest {min(r['vector_s']):.3f} s, first "
           f"{r['vector_s'][0]:.3f} s, {len(r['vector_s'])} queries); RSS {r['rss_before_mb']:.0f} MB before the "
@@ -203,11 +212,14 @@ def main() -> None:
     parser.add_argument("--search-rows", type=int, default=1_000_000, help="(c) rows in the index")
     parser.add_argument("--search-repeats", type=int, default=5, help="(c) timed queries")
     parser.add_argument("--text-query", action="store_true", help="(c) also time a text query (loads B-16)")
+    parser.add_argument("--json", type=Path, help="also write the numbers as JSON to this file (after each part)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, mammut-video {mv.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         for part in args.parts:
             {"a": part_a, "b": part_b, "c": part_c}[part](args, Path(tmp))
+            if args.json:
+                args.json.write_text(json.dumps({"torch": torch.__version__, **RESULTS}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,12 @@
     bf16 on a CPU without bf16 instructions is several times slower than fp32.
 
 Usage: ``python tools/bench_model.py [--sections a b c d e f g] [--repeats 5] [--gen-repeats 3]
-[--frames 8 16 32] [--new-tokens 8 32 64] [--gen-batch 1 4 32] [--rank-questions 2] [--device cpu] [--threads N]``
+[--frames 8 16 32] [--new-tokens 8 32 64] [--gen-batch 1 4 32] [--rank-questions 2] [--device cpu] [--threads N]
+[--json FILE]``
+
+``--json FILE`` also writes the numbers printed as JSON (rewritten after each section, so that the sections done
+before a failure are kept): {"torch", "threads", "device", "preset", "records": [{"section": ..., ...}]}, times
+as [median, fastest] in ms.
 """
 
 from __future__ import annotations
@@ -61,6 +66,12 @@ from mammut_video.text.prompts import qa_prompt_ids
 
 REALDATA_ANSWERS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "msvd" / "violet_txt_msvd-qa.json"
 SOT = 49406
+RECORDS: list[dict] = []  # what the sections print, for --json
+
+
+def record(section: str, **values: object) -> None:
+    """Keep one printed row for ``--json``."""
+    RECORDS.append({"section": section, **values})
 
 
 def sync(device: torch.device) -> None:
@@ -174,6 +185,8 @@ def bench_encoder(model, args, device) -> None:
         tube, frame = median_ms([lambda: model.visual.forward_tokens(clip),
                                  lambda: model.visual.forward_per_frame(clip)], args.repeats, device)
         print(f"{t:>6} | {n_tube:>11} | {tube[0]:>8.1f} | {n_frame:>16} | {frame[0]:>12.1f} | {ratio(frame, tube)}")
+        record("a", frames=t, image_size=model.config.vision.image_size, tube_tokens=n_tube, tube_ms=tube,
+               per_frame_tokens=n_frame, per_frame_ms=frame)
 
 
 def random_clips(model, batch: int, device, frames: int | None = None) -> torch.Tensor:
@@ -209,6 +222,8 @@ def bench_generation(model, args, device) -> None:
                                 args.gen_repeats, device)
             print(f"{batch:>5} | {n:>10} | {c[0] / n:>7.1f} | {u[0] / n:>8.1f} | {p[0] / n:>13.1f} "
                   f"| {ratio(u, c):>17} | {ratio(p, c):>22}")
+            record("b", batch=batch, new_tokens=n, frames=model.config.num_frames, cache_ms=c, no_cache_ms=u,
+                   prefix_rerun_ms=p)
 
 
 def bench_beam(model, args, device) -> None:
@@ -225,6 +240,7 @@ def bench_beam(model, args, device) -> None:
         assert beam(True) == beam(False)
         c, p = median_ms([lambda: beam(True), lambda: beam(False)], args.gen_repeats, device)
         print(f"{batch:>5} | {c[0] / n:>7.1f} | {p[0] / n:>13.1f} | {ratio(p, c):>22}")
+        record("c", batch=batch, steps=n, beams=3, cache_ms=c, prefix_rerun_ms=p)
 
 
 def bench_rank(model, args, device) -> None:
@@ -250,6 +266,8 @@ def bench_rank(model, args, device) -> None:
     t, f = median_ms([tree, flat], args.rank_repeats, device)
     q = len(questions) * 1000
     print(f"{'prefix tree':>12} | {'no sharing':>10} | speed-up\n{t[0] / q:>12.2f} | {f[0] / q:>10.2f} | {ratio(f, t)}")
+    record("d", candidates=len(candidates), source=source, questions=len(questions), prefix_tree_ms=t,
+           no_sharing_ms=f)
 
 
 def bench_memory(model, args, device) -> None:
@@ -276,6 +294,7 @@ def bench_memory(model, args, device) -> None:
     c, s = min(peaks["copied"]), min(peaks["shared"])
     print(f"{' / '.join(f'{p:.0f}' for p in peaks['copied']):>23} | {' / '.join(f'{p:.0f}' for p in peaks['shared']):>10}"
           f" | {c / max(s, 1e-9):.1f}x")
+    record("e", questions=64, copied_mib=peaks["copied"], shared_mib=peaks["shared"])
 
 
 def bench_compile(model, args, device) -> None:
@@ -290,6 +309,7 @@ def bench_compile(model, args, device) -> None:
                             args.repeats, device)
     print(f"{'what':<28} | {'first call s':>12} | {'eager':>8} | {'compiled':>8} | speed-up")
     print(f"{'encoder, 1 clip':<28} | {first_encoder:>12.1f} | {eager[0]:>8.1f} | {comp[0]:>8.1f} | {ratio(eager, comp)}")
+    record("f", what="encoder", first_call_s=first_encoder, eager_ms=eager, compiled_ms=comp)
 
     n = args.compile_tokens
     decoder = copy.deepcopy(model.text)
@@ -306,6 +326,7 @@ def bench_compile(model, args, device) -> None:
     eager, comp = median_ms([lambda: run(model.text), lambda: run(decoder)], args.gen_repeats, device)
     print(f"{f'generation, batch 1, {n} tok':<28} | {first_decoder:>12.1f} | {eager[0] / n:>8.1f} "
           f"| {comp[0] / n:>8.1f} | {ratio(eager, comp)}   (per token)")
+    record("f", what="generation", new_tokens=n, first_call_s=first_decoder, eager_ms=eager, compiled_ms=comp)
 
 
 def bench_precision(model, args, device) -> None:
@@ -326,6 +347,8 @@ def bench_precision(model, args, device) -> None:
 
             (c, _), (q, _) = median_ms([caption, answer], args.gen_repeats, device)
         print(f"{precision:>9} | {batch / c * 1000:>8.2f} | {len(questions) / q * 1000:>11.1f}")
+        record("g", precision=precision, clips=batch, clips_per_s=batch / c * 1000,
+               questions=len(questions), questions_per_s=len(questions) / q * 1000)
 
 
 SECTIONS = {"a": bench_encoder, "b": bench_generation, "c": bench_beam, "d": bench_rank, "e": bench_memory,
@@ -354,6 +377,7 @@ def main() -> None:
     parser.add_argument("--compile-tokens", type=int, default=32)
     parser.add_argument("--clip-batch", type=int, default=8, help="clips per batch in (g)")
     parser.add_argument("--precisions", nargs="+", choices=("fp32", "bf16", "fp16"), default=["fp32", "bf16"])
+    parser.add_argument("--json", type=Path, help="also write the numbers as JSON to this file (after each section)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -366,6 +390,10 @@ def main() -> None:
     with torch.inference_mode():
         for name in args.sections:
             SECTIONS[name](model, args, device)
+            if args.json:
+                args.json.write_text(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                                                 "device": str(device), "preset": args.preset,
+                                                 "records": RECORDS}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
