@@ -77,7 +77,7 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
     )
     data = p.add_argument_group("data")
     data.add_argument("--data-root", metavar="DIR",
-                      help=f"folder holding the {info.title} annotations and videos, searched 4 levels deep for "
+                      help=f"folder holding the annotations and videos of {info.title}, searched 4 levels deep for "
                            f"{info.files} and for the folder with the videos they name; layouts in {info.readme} "
                            "(default: none; give it or --annotations)")
     if len(info.splits) != 1:
