@@ -11,12 +11,7 @@ import pytest
 import torch
 
 import mammut_video as mv
-from mammut_video.checkpoint import (
-    CheckpointError,
-    load_model,
-    load_state_dict_strict,
-    save_pretrained,
-)
+from mammut_video.checkpoint import CheckpointError, load_model, load_state_dict_strict, save_pretrained
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import mammut_video  # noqa: F401  (torchvision guard before open_clip)
-from mammut_video.checkpoint import (
-    CheckpointError,
-    from_openmammut,
-    load_model,
-    save_pretrained,
-)
+from mammut_video.checkpoint import CheckpointError, from_openmammut, load_model, save_pretrained
 
 VOCAB, CTX, WIDTH, LAYERS, RATIO = 500, 16, 128, 4, 2
 V_WIDTH, V_LAYERS, PATCH, IMAGE = 128, 2, 16, 64

@@ -4,13 +4,7 @@ import shutil
 import pytest
 
 import mammut_video  # noqa: F401
-from mammut_video.data import (
-    AnnotationError,
-    DatasetNotFoundError,
-    VideoFolder,
-    load_captions,
-    load_retrieval_1ka,
-)
+from mammut_video.data import AnnotationError, DatasetNotFoundError, VideoFolder, load_captions, load_retrieval_1ka
 from mammut_video.data.synthetic import captions, make_synthetic
 
 

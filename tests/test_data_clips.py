@@ -5,15 +5,7 @@ import pytest
 import torch
 
 import mammut_video  # noqa: F401
-from mammut_video.data import (
-    ClipDataset,
-    FailureLog,
-    QARecord,
-    VideoRecord,
-    collate_clips,
-    load_qa,
-    make_loader,
-)
+from mammut_video.data import ClipDataset, FailureLog, QARecord, VideoRecord, collate_clips, load_qa, make_loader
 from mammut_video.data.synthetic import make_synthetic
 
 

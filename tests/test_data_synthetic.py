@@ -4,13 +4,7 @@ import numpy as np
 import pytest
 
 import mammut_video  # noqa: F401
-from mammut_video.data.synthetic import (
-    DIRECTIONS,
-    make_scene,
-    make_synthetic,
-    questions,
-    render,
-)
+from mammut_video.data.synthetic import DIRECTIONS, make_scene, make_synthetic, questions, render
 
 
 @pytest.fixture(scope="module")

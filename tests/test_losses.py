@@ -8,13 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mammut_video.model.losses import (
-    MammutLoss,
-    caption_loss,
-    clip_loss,
-    focal_contrastive_loss,
-    pair_logits,
-)
+from mammut_video.model.losses import MammutLoss, caption_loss, clip_loss, focal_contrastive_loss, pair_logits
 
 
 def _embeddings(b: int = 4, e: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

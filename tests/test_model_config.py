@@ -8,14 +8,7 @@ import pytest
 import torch
 
 import mammut_video as mv
-from mammut_video.model import (
-    MammutVideoConfig,
-    TubeSpec,
-    VisionConfig,
-    create_model,
-    get_preset,
-    list_presets,
-)
+from mammut_video.model import MammutVideoConfig, TubeSpec, VisionConfig, create_model, get_preset, list_presets
 from mammut_video.model.tubes import num_tokens
 
 

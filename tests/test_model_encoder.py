@@ -7,12 +7,7 @@ import torch
 
 import mammut_video  # noqa: F401  (torchvision guard before timm)
 from mammut_video.model import create_model, get_preset
-from mammut_video.model.tubes import (
-    active_tubes,
-    bilinear_matrix,
-    inflate_kernel,
-    num_tokens,
-)
+from mammut_video.model.tubes import active_tubes, bilinear_matrix, inflate_kernel, num_tokens
 
 
 @pytest.fixture(scope="module")

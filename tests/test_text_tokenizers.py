@@ -8,12 +8,7 @@ import pytest
 import torch
 
 import mammut_video  # noqa: F401  (torchvision guard before open_clip)
-from mammut_video.text import (
-    ClipBpeTokenizer,
-    SentencePieceTokenizer,
-    Tokenizer,
-    build_tokenizer,
-)
+from mammut_video.text import ClipBpeTokenizer, SentencePieceTokenizer, Tokenizer, build_tokenizer
 
 CORPUS = [
     "a dog runs in the park",

@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammut_video.video import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    ClipTransform,
-    build_clip_transform,
-)
+from mammut_video.video import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, ClipTransform, build_clip_transform
 
 
 def random_clip(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

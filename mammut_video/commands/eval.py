@@ -141,12 +141,7 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`~mammut_video.eval.EvalConfig` the parsed options describe."""
-    from mammut_video.eval.config import (
-        CaptionOptions,
-        EvalConfig,
-        QAOptions,
-        RetrievalOptions,
-    )
+    from mammut_video.eval.config import CaptionOptions, EvalConfig, QAOptions, RetrievalOptions
 
     kind = TASKS[args.task].kind
     if kind == "qa":

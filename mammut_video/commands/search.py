@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mammut_video.commands.args import (
-    add_checkpoint,
-    add_verbosity,
-    device_name,
-    positive_int,
-    wrap,
-)
+from mammut_video.commands.args import add_checkpoint, add_verbosity, device_name, positive_int, wrap
 
 RESUMABLE = False
 

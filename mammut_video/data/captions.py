@@ -17,21 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammut_video.data.files import (
-    AnnotationError,
-    DatasetNotFoundError,
-    Fields,
-    read_csv,
-    read_json,
-    read_records,
-)
+from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_csv, read_json, read_records
 from mammut_video.data.layout import VideoIndex, custom_video_path, find_annotation, find_video_dir, scan
-from mammut_video.data.msvd import (
-    CAPTION_SPLITS,
-    MAPPING_FILE,
-    mapping_from_names,
-    read_youtube_mapping,
-)
+from mammut_video.data.msvd import CAPTION_SPLITS, MAPPING_FILE, mapping_from_names, read_youtube_mapping
 from mammut_video.data.records import CaptionRecord, CaptionSplit
 from mammut_video.errors import ConfigError
 

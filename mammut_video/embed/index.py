@@ -30,13 +30,7 @@ import torch.nn.functional as F
 
 from mammut_video.embed.inputs import resolve_name
 from mammut_video.embed.run import KIND, load_embedding_model
-from mammut_video.embed.store import (
-    SHARDS_DIR,
-    iter_chunks,
-    read_row,
-    shard_paths,
-    shard_size,
-)
+from mammut_video.embed.store import SHARDS_DIR, iter_chunks, read_row, shard_paths, shard_size
 from mammut_video.errors import ConfigError, MammutVideoError
 from mammut_video.runtime.rundir import SETTINGS_FILE, read_settings
 

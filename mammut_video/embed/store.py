@@ -38,13 +38,7 @@ import numpy as np
 import torch
 
 from mammut_video.embed.inputs import VideoInput, row_key
-from mammut_video.runtime.rundir import (
-    JsonlWriter,
-    RunDirError,
-    atomic_write,
-    jsonl_lines,
-    read_jsonl,
-)
+from mammut_video.runtime.rundir import JsonlWriter, RunDirError, atomic_write, jsonl_lines, read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammut_video.runtime.rundir import (
-    JsonlWriter,
-    jsonl_lines,
-    keyed,
-    read_jsonl,
-    write_text,
-)
+from mammut_video.runtime.rundir import JsonlWriter, jsonl_lines, keyed, read_jsonl, write_text
 
 PREDICTIONS_FILE = "predictions.jsonl"
 

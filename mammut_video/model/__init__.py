@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mammut_video.model.config import (
-    MammutVideoConfig,
-    TextConfig,
-    TubeSpec,
-    VisionConfig,
-)
+from mammut_video.model.config import MammutVideoConfig, TextConfig, TubeSpec, VisionConfig
 from mammut_video.model.mammut import MammutVideo, VideoOutput, create_model
 from mammut_video.model.presets import get_preset, list_presets
 

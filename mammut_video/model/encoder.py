@@ -30,13 +30,7 @@ from torch import nn
 
 from mammut_video.errors import ConfigError
 from mammut_video.model.config import IMAGE_TUBE, TubeSpec, VisionConfig
-from mammut_video.model.tubes import (
-    active_tubes,
-    bilinear_matrix,
-    inflate_kernel,
-    linear_matrix,
-    tube_centres,
-)
+from mammut_video.model.tubes import active_tubes, bilinear_matrix, inflate_kernel, linear_matrix, tube_centres
 
 
 def create_trunk(cfg: VisionConfig) -> nn.Module:

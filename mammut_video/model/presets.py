@@ -5,13 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mammut_video.errors import ConfigError
-from mammut_video.model.config import (
-    MammutVideoConfig,
-    TextConfig,
-    TubeSpec,
-    VisionConfig,
-    scale_tubes,
-)
+from mammut_video.model.config import MammutVideoConfig, TextConfig, TubeSpec, VisionConfig, scale_tubes
 from mammut_video.video.normalization import CLIP_MEAN, CLIP_STD
 
 

@@ -10,11 +10,7 @@ from mammut_video.text.prompts import (
     qa_prompt_ids,
 )
 from mammut_video.text.sentence_piece import SentencePieceTokenizer
-from mammut_video.text.tokenizer import (
-    DEFAULT_CONTEXT_LENGTH,
-    Tokenizer,
-    build_tokenizer,
-)
+from mammut_video.text.tokenizer import DEFAULT_CONTEXT_LENGTH, Tokenizer, build_tokenizer
 
 __all__ = [
     "ANSWER_RESERVE",

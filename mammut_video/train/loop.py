@@ -28,7 +28,7 @@ from mammut_video.runtime.precision import autocast
 from mammut_video.runtime.progress import Progress, progress
 from mammut_video.train.config import FinetuneConfig
 from mammut_video.train.data import FrameCache, Sample, TrainClips, epoch_loader, epoch_order, text_batch
-from mammut_video.train.rundir import MetricsLog, RunFiles, load_state, rng_state, save_state, set_rng_state
+from mammut_video.train.rundir import MetricsLog, RunFiles, rng_state, save_state, set_rng_state
 
 log = logging.getLogger(__name__)
 

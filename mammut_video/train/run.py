@@ -18,16 +18,16 @@ from mammut_video.errors import ConfigError
 from mammut_video.runtime.distributed import DistContext
 from mammut_video.train.config import FinetuneConfig
 from mammut_video.train.data import (
+    ClipGroup,
     DataSpec,
     FrameCache,
-    ClipGroup,
     Sample,
     TrainClips,
     corpus,
     decode_once,
+    group_by_clip,
     load_split,
     parse_spec,
-    group_by_clip,
     samples_of,
     spec_task,
 )

@@ -18,7 +18,7 @@ import torch
 from mammut_video.data.clips import ClipDataset, make_loader
 from mammut_video.model.losses import caption_loss
 from mammut_video.runtime.precision import autocast
-from mammut_video.train.data import CaptionSample, FrameCache, Sample, clip_key, text_batch
+from mammut_video.train.data import FrameCache, Sample, clip_key, text_batch
 
 
 @dataclass

@@ -13,12 +13,7 @@ from typing import Any
 
 from mammut_video.video.decode import BACKENDS, VideoInfo, probe_video, read_clip
 from mammut_video.video.errors import VideoDecodeError
-from mammut_video.video.normalization import (
-    CLIP_MEAN,
-    CLIP_STD,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-)
+from mammut_video.video.normalization import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD
 from mammut_video.video.sampling import SAMPLING_MODES, sample_indices
 from mammut_video.video.synthetic import moving_pattern, write_clip
 

@@ -40,12 +40,7 @@ from mammut_video.video.container import (
     usable_times,
 )
 from mammut_video.video.errors import VideoDecodeError
-from mammut_video.video.sampling import (
-    SegmentOutsideClip,
-    check_sampling_args,
-    needs_timestamps,
-    sample_indices,
-)
+from mammut_video.video.sampling import SegmentOutsideClip, check_sampling_args, needs_timestamps, sample_indices
 
 BACKENDS = ("auto", "decord", "pyav")
 
