@@ -38,3 +38,10 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}".lstrip())
     return value
+
+
+def require_checkpoint(checkpoint: object) -> None:
+    """:class:`ConfigError` when a command that runs a model was given no checkpoint (nothing is downloaded)."""
+    if checkpoint is None:
+        raise ConfigError("no checkpoint: pass --checkpoint DIR (a directory written by model.save_pretrained or "
+                          "`mammut-video convert`); nothing is downloaded")

@@ -206,3 +206,18 @@ def test_a_bad_precision_is_one_line_exit_2(ckpt: Path, clip_file: Path, capsys,
               "ask": lambda: mv.AskConfig(clip_file, ["what?"], ckpt, precision="fp64")}[command]
     with pytest.raises(mv.ConfigError, match=r"^precision 'fp64': expected fp32, bf16 or fp16$"):
         config()
+
+
+@pytest.mark.parametrize("command", ["caption", "ask"])
+def test_no_checkpoint_is_refused_by_the_config_and_the_command(folder: Path, capsys, command: str) -> None:
+    from mammut_video.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        if command == "ask":
+            mv.AskConfig(folder / "a.mp4", ["what?"], None)
+        else:
+            mv.CaptionConfig([folder / "a.mp4"], None)
+    argv = [str(folder / "a.mp4"), "what?"] if command == "ask" else [str(folder / "a.mp4")]
+    assert main([command, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no checkpoint: pass --checkpoint DIR" in err

@@ -53,12 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_ask(args: argparse.Namespace) -> int:
-    from mammut_video.errors import ConfigError
     from mammut_video.inference.ask import AskConfig, ask
 
-    if args.checkpoint is None:
-        raise ConfigError("no checkpoint: pass --checkpoint DIR (a directory written by model.save_pretrained or "
-                          "`mammut-video convert`); nothing is downloaded")
     config = AskConfig(args.video, args.questions, args.checkpoint, candidates=args.candidates, frames=args.frames,
                        start=args.start, end=args.end, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
                        top_k=args.top_k, device=args.device, precision=args.precision,

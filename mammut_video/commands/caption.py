@@ -66,12 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_caption(args: argparse.Namespace) -> int:
-    from mammut_video.errors import ConfigError
     from mammut_video.inference.caption import CaptionConfig, caption_videos
 
-    if args.checkpoint is None:
-        raise ConfigError("no checkpoint: pass --checkpoint DIR (a directory written by model.save_pretrained or "
-                          "`mammut-video convert`); nothing is downloaded")
     config = CaptionConfig(args.videos, args.checkpoint, frames=args.frames, start=args.start, end=args.end,
                            num_beams=args.beams, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                            workers=args.workers, device=args.device, precision=args.precision,

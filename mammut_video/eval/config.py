@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from mammut_video.errors import ConfigError, check_int
+from mammut_video.errors import ConfigError, check_int, require_checkpoint
 from mammut_video.eval.registry import task_info
 from mammut_video.runtime.devices import check_device_name, default_workers
 from mammut_video.runtime.precision import check_precision
@@ -111,9 +111,7 @@ class EvalConfig:
             check_device_name(self.device)
         if self.precision is not None:
             check_precision(self.precision)
-        if self.checkpoint is None:
-            raise ConfigError("no checkpoint: pass --checkpoint DIR (a directory written by model.save_pretrained "
-                              "or `mammut-video convert`); nothing is downloaded")
+        require_checkpoint(self.checkpoint)
         if self.data_root is None and self.annotations is None:
             raise ConfigError("pass --data-root DIR (or --annotations FILE and --videos DIR)")
 

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mammut_video.errors import ConfigError, check_int
+from mammut_video.errors import ConfigError, check_int, require_checkpoint
 from mammut_video.runtime.devices import check_device_name
 from mammut_video.runtime.precision import check_precision
 
@@ -52,6 +52,7 @@ class AskConfig:
     def __post_init__(self) -> None:
         if isinstance(self.questions, str):
             self.questions = [self.questions]
+        require_checkpoint(self.checkpoint)
         if not self.questions:
             raise ConfigError("no question: give at least one")
         for i, q in enumerate(self.questions):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammut_video.errors import ConfigError, MissingFileError, check_int
+from mammut_video.errors import ConfigError, MissingFileError, check_int, require_checkpoint
 from mammut_video.runtime.devices import check_device_name
 from mammut_video.runtime.precision import check_precision
 
@@ -48,6 +48,7 @@ class CaptionConfig:
     def __post_init__(self) -> None:
         if isinstance(self.inputs, (str, Path)):
             self.inputs = [self.inputs]
+        require_checkpoint(self.checkpoint)
         if not self.inputs:
             raise ConfigError("no video to caption: give files or folders")
         for name in ("num_beams", "max_new_tokens", "batch_size"):
