@@ -13,6 +13,7 @@ GPUs; multi-node runs need nothing more than torchrun's own rendezvous options.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -152,7 +153,10 @@ class DistContext:
         return result
 
     def close(self) -> None:
+        """Leave the process group; objects still holding its work (a DDP reducer in a reference cycle)
+        are collected first, while the group and the interpreter are alive."""
         if self.distributed and torch.distributed.is_initialized():
+            gc.collect()
             torch.distributed.destroy_process_group()
 
     def __enter__(self) -> DistContext:

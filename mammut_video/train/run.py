@@ -75,6 +75,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         finally:
             if log_file is not None:
                 log_file.close()
+        # DDP's reducer holds gloo work objects: destroyed during interpreter shutdown, after the process
+        # group, they aborted a rank now and then ("terminate called without an active exception")
+        del trainer, model
     return result
 
 
