@@ -88,3 +88,10 @@ def test_java_problems_raise_caption_metrics_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(PTBTokenizer, "tokenize", crash)
     with pytest.raises(CaptionMetricsError, match="PTB tokenisation .* failed"):
         caption_metrics(REFERENCES, PREDICTIONS, meteor=False)
+
+
+def test_java_tokenizer_chatter_stays_off_the_terminal(capfd: pytest.CaptureFixture[str]) -> None:
+    """The PTB tokenizer's Java process wrote "PTBTokenizer tokenized N tokens at ..." to descriptor 2
+    at every scoring, so each validation of a caption fine-tune printed two stray lines."""
+    caption_metrics(REFERENCES, PREDICTIONS, meteor=False)
+    assert "PTBTokenizer" not in capfd.readouterr().err

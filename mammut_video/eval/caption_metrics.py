@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from mammut_video._native import native_stderr_silenced
 from mammut_video.errors import ConfigError, MammutVideoError
 
 SPICE_UNAVAILABLE = "unavailable (needs Stanford CoreNLP models downloaded at first use)"
@@ -57,8 +58,9 @@ def caption_metrics(
     keys = list(references)
     try:
         tokenizer = PTBTokenizer()
-        gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in keys})
-        res = tokenizer.tokenize({k: [{"caption": predictions.get(k, "")}] for k in keys})
+        with native_stderr_silenced():  # Java's "PTBTokenizer tokenized N tokens at ..." lines
+            gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in keys})
+            res = tokenizer.tokenize({k: [{"caption": predictions.get(k, "")}] for k in keys})
     except (OSError, subprocess.CalledProcessError) as err:
         raise CaptionMetricsError(f"PTB tokenisation (Java, pycocoevalcap) failed: {err}") from None
 

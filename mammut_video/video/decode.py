@@ -18,15 +18,13 @@ checked by :mod:`mammut_video.video.container` before anything is decoded.
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from mammut_video._native import native_stderr_silenced
 from mammut_video.errors import ConfigError
 from mammut_video.video.container import (
     check_complete,
@@ -72,29 +70,6 @@ def _decord() -> Any | None:
     return decord
 
 
-@contextmanager
-def _native_stderr_silenced() -> Iterator[None]:
-    """Point file descriptor 2 at /dev/null for the duration.
-
-    decord's C++ logger writes "video_reader.cc:83: ERROR opening ..." straight to descriptor 2,
-    in the middle of a progress bar; the VideoDecodeError raised after it carries the cause.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 # --------------------------------------------------------------------------- decord
 
 
@@ -112,7 +87,7 @@ def _read_decord(
     if decord is None:
         raise VideoDecodeError(path, "decord is not installed (pip install decord, or use backend='pyav')")
     try:
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads)
         n = len(reader)
         if n < 1:
