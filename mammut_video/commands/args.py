@@ -81,7 +81,7 @@ def add_precision(group: argparse._ArgumentGroup) -> None:
                        help="fp32: full float32, no autocast; bf16: autocast to bfloat16 (float32 range, "
                             "results differ a little from fp32's); fp16: autocast to float16 (for GPUs) "
                             "(default: fp32 on the CPU, where bf16 autocast is several times slower without "
-                            "bf16 instructions; bf16 on CUDA)")
+                            "bf16 instructions but faster with them (AVX512-BF16, AMX); bf16 on CUDA)")
 
 
 def add_compile(group: argparse._ArgumentGroup) -> None:
