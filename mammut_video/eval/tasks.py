@@ -51,14 +51,15 @@ class ClipUnit:
 
 
 def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int], questions: Sequence[str],
-                     batch_size: int = 64, max_new_tokens: int = 10) -> list[str]:
+                     batch_size: int = 64, max_new_tokens: int = 10, num_beams: int = 1) -> list[str]:
     """Answer questions about shared clips, encoding each clip ONCE.
 
     video (B, C, T, H, W); question q is about clip ``clip_index[q]``; questions are decoded
-    ``batch_size`` at a time. Equivalent to ``model.answer(video[clip_index], questions)``
-    without re-running the video encoder for every question of a clip (MSRVTT-QA has ~24
-    questions per video), and without copying a clip's cross-attention K/V per question: all the
-    questions about a clip read the same K/V. Returns one answer string per question.
+    ``batch_size`` at a time, greedily or with ``num_beams`` beams. Equivalent to
+    ``model.answer(video[clip_index], questions)`` without re-running the video encoder for every
+    question of a clip (MSRVTT-QA has ~24 questions per video), and without copying a clip's
+    cross-attention K/V per question or beam: all of them read the same K/V. Returns one answer
+    string per question.
     """
     from mammut_video.model.generation import generate
     from mammut_video.text.prompts import qa_prompt_ids
@@ -69,7 +70,8 @@ def answer_questions(model: Any, video: torch.Tensor, clip_index: Sequence[int],
     for s in range(0, len(questions), batch_size):
         prompts = qa_prompt_ids(tok, list(questions[s : s + batch_size]))
         ids = generate(model.text, kv_clips, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id,
-                       max_new_tokens=max_new_tokens, clip_index=clip_index[s : s + batch_size])
+                       max_new_tokens=max_new_tokens, num_beams=num_beams,
+                       clip_index=clip_index[s : s + batch_size])
         answers += [tok.decode(i).strip() for i in ids]
     return answers
 

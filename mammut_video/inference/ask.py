@@ -21,8 +21,6 @@ from mammut_video.runtime.precision import check_precision
 
 log = logging.getLogger(__name__)
 
-QUESTION_BATCH = 64  # questions decoded together (times the beams: rows per decoder pass)
-
 
 @dataclass
 class AskConfig:
@@ -92,6 +90,7 @@ def ask(config: AskConfig) -> list[Answer]:
     """Answer every question of ``config`` about its clip (see the module docstring)."""
     import torch
 
+    from mammut_video.eval.tasks import answer_questions
     from mammut_video.model import load_model
     from mammut_video.runtime.devices import resolve_device
     from mammut_video.runtime.precision import autocast
@@ -108,29 +107,13 @@ def ask(config: AskConfig) -> list[Answer]:
     questions = [str(q) for q in config.questions]
     with torch.inference_mode(), autocast(device, config.precision):
         if candidates is None:
-            return [Answer(q, a) for q, a in zip(questions, _generate(model, video, questions, config))]
+            free = answer_questions(model, video, [0] * len(questions), questions,
+                                    max_new_tokens=config.max_new_tokens, num_beams=config.num_beams)
+            return [Answer(q, a) for q, a in zip(questions, free)]
         scores = model.rank_answers(video, questions, candidates, clip_index=[0] * len(questions)).float()
     answers = []
     for q, row in zip(questions, scores):
         probs = row.softmax(-1)
         best = row.topk(min(config.top_k, len(candidates))).indices.tolist()
         answers.append(Answer(q, candidates[best[0]], [(candidates[k], float(row[k]), float(probs[k])) for k in best]))
-    return answers
-
-
-def _generate(model, video, questions: list[str], config: AskConfig) -> list[str]:  # noqa: ANN001
-    """Free answers, greedy or beam search, the clip encoded ONCE: every question, and every beam of
-    a question, reads the clip's cross-attention K/V in place (``clip_index``), as in eval."""
-    from mammut_video.model.generation import generate
-    from mammut_video.text.prompts import qa_prompt_ids
-
-    tok = model.tokenizer
-    kv_clip = model.cross_kv(model.visual.forward_tokens(video))  # per cross block (1, H, N, hd)
-    answers: list[str] = []
-    for s in range(0, len(questions), QUESTION_BATCH):
-        prompts = qa_prompt_ids(tok, questions[s: s + QUESTION_BATCH], model.config.text.context_length)
-        ids = generate(model.text, kv_clip, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id,
-                       max_new_tokens=config.max_new_tokens, num_beams=config.num_beams,
-                       clip_index=[0] * len(prompts))
-        answers += [tok.decode(i).strip() for i in ids]
     return answers
