@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -32,6 +30,8 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from bench import machine_label, torch_version  # tools/bench.py: one description of the machine
 
 ROOT = Path(__file__).resolve().parent.parent
 # question prefix -> kind, as mammut_video.data.synthetic.questions writes them
@@ -83,13 +83,6 @@ def run(argv: list[str]) -> None:
         raise SystemExit(f"{argv[0]} {argv[1]} exited with {code}")
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
-        platform.processor()
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=Path("learning_proof"), help="data and runs go here "
@@ -127,7 +120,7 @@ def main() -> int:
         results.append({"name": name, "command": command, "minutes": trained_minutes(out), "steps": steps,
                         "accuracy": acc, "majority_baseline": base, "questions": counts,
                         "curves": str(out / "curves.png")})
-    report = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "torch": __import__("torch").__version__,
+    report = {"machine": machine_label("cpu"), "date": time.strftime("%Y-%m-%d"), "torch": torch_version(),
               "data": f"make_synthetic(kind='custom', num_videos={args.num_videos}, seed=0)", "runs": results}
     (args.work / "learning_proof.json").write_text(json.dumps(report, indent=1) + "\n")
     kinds = [*KINDS.values(), "all"]
