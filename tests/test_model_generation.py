@@ -271,3 +271,47 @@ def test_compiled_steps_give_the_same_tokens(decoder):
     for num_beams in (1, 3):
         kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8, num_beams=num_beams)
         assert generate(compiled, kv, PROMPTS, **kwargs) == generate(decoder, kv, PROMPTS, **kwargs)
+
+
+@pytest.mark.parametrize("chunk_tokens", [1, 4, 7])
+def test_prefill_in_row_chunks_equals_one_pass(decoder, monkeypatch, chunk_tokens):
+    """A long prefill runs in row chunks (bounded activation memory); states, cache and tokens are those
+    of one pass, with prompts of several clips (one clip read by no prompt) and left padding."""
+    from mammut_video.model import decoder as decoder_module
+    from mammut_video.model.decoder import ClipKV
+    from mammut_video.model.generation import left_pad
+
+    prompts = [[48, 3], [48], [48, 10, 11], [48, 5], [48, 7, 7], [48, 9, 9, 9]]
+    rows = (2, 0, 3, 1)  # four clips, the second read by no prompt
+    kv = _kv(decoder, 4, seed=5)
+    ids, valid = left_pad(prompts, PAD, torch.device("cpu"))
+
+    def prefill() -> tuple[torch.Tensor, object]:
+        cache = decoder.empty_cache(len(prompts), ids.shape[1] + 3, ids.device)
+        with torch.no_grad():
+            return decoder.generative_states(ids, ClipKV(kv, rows), cache, valid)
+
+    whole_states, whole = prefill()
+    clip_index = [c for c, r in enumerate(rows) for _ in range(r)]
+    whole_tokens = generate(decoder, kv, prompts, eos_id=-1, max_new_tokens=4, clip_index=clip_index)
+    monkeypatch.setattr(decoder_module, "PREFILL_CHUNK_TOKENS", chunk_tokens)
+    chunked_states, chunked = prefill()
+    torch.testing.assert_close(chunked_states, whole_states, atol=1e-6, rtol=1e-5)
+    for (k1, v1), (k2, v2) in zip(chunked.kv, whole.kv):
+        torch.testing.assert_close(k1, k2, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(v1, v2, atol=1e-6, rtol=1e-5)
+    assert torch.equal(chunked.key_valid, whole.key_valid) and torch.equal(chunked.next_pos, whole.next_pos)
+    assert chunked.length == whole.length == ids.shape[1]
+    assert generate(decoder, kv, prompts, eos_id=-1, max_new_tokens=4, clip_index=clip_index) == whole_tokens
+
+
+def test_clip_kv_take_rows_keeps_the_clips_of_those_rows():
+    from mammut_video.model.decoder import ClipKV
+
+    k = torch.arange(4.0).view(4, 1, 1, 1)
+    clips = ClipKV([(k, k)], (2, 0, 3, 1))
+    for (start, stop), (first, counts) in {(0, 2): (0, (2,)), (1, 4): (0, (1, 0, 2)), (2, 5): (2, (3,)),
+                                           (4, 9): (2, (1, 1)), (5, 6): (3, (1,))}.items():
+        part = clips.take_rows(start, stop)
+        assert part.rows == counts
+        assert part.kv[0][0].flatten().tolist() == list(range(first, first + len(counts)))

@@ -38,6 +38,7 @@ from mammut_video.errors import ConfigError
 from mammut_video.model.config import TextConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, L, head_dim) each
+PREFILL_CHUNK_TOKENS = 256  # a cached pass over more rows x tokens than this runs in row chunks
 Extend = Callable[[KV], KV]  # a layer's new self-attention K/V -> the K/V its queries attend to
 
 
@@ -60,6 +61,18 @@ class ClipKV:
             return cross_kv
         clips = cross_kv[0][0].shape[0]
         return cls(list(cross_kv), (batch,) if clips == 1 else (1,) * clips)
+
+    def take_rows(self, start: int, stop: int) -> ClipKV:
+        """The clips that rows ``start:stop`` read, with just those rows (views of the K/V, no copy)."""
+        counts: dict[int, int] = {}
+        first = 0
+        for c, r in enumerate(self.rows):
+            overlap = min(first + r, stop) - max(first, start)
+            if overlap > 0 or (counts and first < stop):
+                counts[c] = max(overlap, 0)
+            first += r
+        c0, c1 = min(counts), max(counts) + 1
+        return ClipKV([(k[c0:c1], v[c0:c1]) for k, v in self.kv], tuple(counts[c] for c in range(c0, c1)))
 
 
 CrossKV = list[KV] | ClipKV  # per-row K/V (batch B, or 1 for all rows), or clips shared by runs of rows
@@ -206,6 +219,11 @@ class DecoderCache:
         v.index_copy_(2, slots, kv[1].to(v.dtype))
         return k, v
 
+    def take_rows(self, start: int, stop: int) -> DecoderCache:
+        """Rows ``start:stop`` as a cache of views: writing into it writes into this one."""
+        return DecoderCache([(k[start:stop], v[start:stop]) for k, v in self.kv], self.key_valid[start:stop],
+                            self.next_pos[start:stop], self.length)
+
     def select(self, index: torch.Tensor) -> DecoderCache:
         """Reorder / repeat rows (beam search): a copy, the buffers keep their capacity."""
         return DecoderCache([(k[index], v[index]) for k, v in self.kv], self.key_valid[index],
@@ -349,7 +367,14 @@ class TextDecoder(nn.Module):
             return self._fresh(ids, cross, valid)
         slots = past.claim(n, ids.device)
         extend = self._compiled_extend or self._extend
-        return extend(ids, cross, past, valid, slots), past
+        step = max(1, PREFILL_CHUNK_TOKENS // n)
+        if b <= step:
+            return extend(ids, cross, past, valid, slots), past
+        # a long prefill goes through in row chunks written into the same cache: its activations
+        # (the MLP's 4x-wide hidden states above all) then take a bounded amount of memory
+        return torch.cat([extend(ids[r: r + step], cross.take_rows(r, r + step), past.take_rows(r, r + step),
+                                 None if valid is None else valid[r: r + step], slots)
+                          for r in range(0, b, step)]), past
 
     def _fresh(self, ids: torch.Tensor, cross: ClipKV,
                valid: torch.Tensor | None) -> tuple[torch.Tensor, DecoderCache]:

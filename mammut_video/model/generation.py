@@ -42,25 +42,26 @@ class _Stepper:
         self.valid: torch.Tensor | None = None
 
     def start(self, ids: torch.Tensor, valid: torch.Tensor, steps: int) -> torch.Tensor:
-        """Prompts (B, P) with room for ``steps`` more tokens -> log-probs (B, vocab) of the first new token."""
+        """Prompts (B, P) with room for ``steps`` more tokens -> logits (B, vocab) of the first new token
+        (float32; greedy takes their argmax as they are, beam search their log-softmax)."""
         self.ids, self.valid = ids, valid
         if not self.use_cache:
             logits, _ = self.decoder.forward_generative(ids, self.cross, None, valid)
-            return logits[:, -1].float().log_softmax(-1)
+            return logits[:, -1].float()
         cache = self.decoder.empty_cache(ids.shape[0], ids.shape[1] + steps - 1, ids.device)
         states, self.cache = self.decoder.generative_states(ids, self.cross, cache, valid)
-        return self.decoder.logits(states[:, -1]).float().log_softmax(-1)
+        return self.decoder.logits(states[:, -1]).float()
 
     def step(self, token: torch.Tensor) -> torch.Tensor:
-        """token (B,) appended to every row -> log-probs (B, vocab) for the next token."""
+        """token (B,) appended to every row -> logits (B, vocab) for the next token."""
         if self.use_cache:
             states, self.cache = self.decoder.generative_states(token[:, None], self.cross, self.cache)
-            return self.decoder.logits(states[:, -1]).float().log_softmax(-1)
+            return self.decoder.logits(states[:, -1]).float()
         assert self.ids is not None and self.valid is not None
         self.ids = torch.cat([self.ids, token[:, None]], dim=1)
         self.valid = torch.cat([self.valid, torch.ones_like(token[:, None], dtype=torch.bool)], dim=1)
         logits, _ = self.decoder.forward_generative(self.ids, self.cross, None, self.valid)
-        return logits[:, -1].float().log_softmax(-1)
+        return logits[:, -1].float()
 
     def select(self, index: torch.Tensor, rows: tuple[int, ...] | None = None) -> None:
         """Keep / repeat rows (beam reordering); every row must stay with rows of its own clip, whose
@@ -140,17 +141,17 @@ def group_by_clip(num_clips: int, num_items: int, clip_index: Sequence[int] | No
 def _greedy(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int, pad_id: int,
             steps: int) -> list[list[int]]:
     b = ids.shape[0]
-    logp = stepper.start(ids, valid, steps)
+    logits = stepper.start(ids, valid, steps)
     done = torch.zeros(b, dtype=torch.bool, device=ids.device)
     out: list[torch.Tensor] = []
     for step in range(steps):
-        token = logp.argmax(-1)
+        token = logits.argmax(-1)  # the argmax of the log-softmax, without a second (B, vocab) tensor
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out.append(token)
         done |= token == eos_id
         if bool(done.all()) or step == steps - 1:
             break
-        logp = stepper.step(token)
+        logits = stepper.step(token)
     rows = torch.stack(out, dim=1).tolist() if out else [[] for _ in range(b)]
     return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
 
@@ -158,7 +159,7 @@ def _greedy(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: i
 def _beam(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int, steps: int,
           num_beams: int, length_penalty: float) -> list[list[int]]:
     b, k = ids.shape[0], num_beams
-    logp = stepper.start(ids, valid, steps)  # (B, V): every beam starts from the same prompt
+    logp = stepper.start(ids, valid, steps).log_softmax(-1)  # (B, V): every beam starts from the same prompt
     vocab = logp.shape[-1]
     expand = torch.arange(b, device=ids.device).repeat_interleave(k)
     stepper.select(expand, tuple(r * k for r in stepper.cross.rows))
@@ -209,7 +210,7 @@ def _beam(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: int
             break
         index = torch.tensor(next_rows, device=ids.device)
         stepper.select(index)
-        logp = stepper.step(torch.tensor(next_tokens, device=ids.device))
+        logp = stepper.step(torch.tensor(next_tokens, device=ids.device)).log_softmax(-1)
 
     results = []
     for i in range(b):
