@@ -225,6 +225,10 @@ def bench_generation(model, args, device) -> None:
                   f"| {ratio(u, c):>17} | {ratio(p, c):>22}")
             record("b", batch=batch, new_tokens=n, frames=model.config.num_frames, cache_ms=c, no_cache_ms=u,
                    prefix_rerun_ms=p)
+            if batch == 1:  # one row: a cached step is as fast as its weights can be read from memory
+                mb = position_weights(model) * 4 / 1e6
+                print(f"{'':>5} | a cached step reads about {mb:.0f} MB of weights: {mb / (c[1] / n):.1f} GB/s in "
+                      f"the fastest run; reading a 512 MiB tensor on this device: {read_gbps(device):.1f} GB/s")
 
 
 def bench_beam(model, args, device) -> None:
@@ -267,8 +271,47 @@ def bench_rank(model, args, device) -> None:
     t, f = median_ms([tree, flat], args.rank_repeats, device)
     q = len(questions) * 1000
     print(f"{'prefix tree':>12} | {'no sharing':>10} | speed-up\n{t[0] / q:>12.2f} | {f[0] / q:>10.2f} | {ratio(f, t)}")
+    # what bounds the tree: every node is one position through the whole decoder and the vocabulary head
+    work = trie_nodes * position_flops(model, kv[0][0].shape[2]) * len(questions)
+    peak = matmul_gflops(device)
+    print(f"prefix tree: about {work / 1e9:.0f} GFLOP of decoder work for {len(questions)} questions -> "
+          f"{work / t[1] / 1e6:.0f} GFLOP/s in its fastest run; a large fp32 matmul on this device: {peak:.0f} GFLOP/s")
     record("d", candidates=len(candidates), source=source, questions=len(questions), prefix_tree_ms=t,
-           no_sharing_ms=f)
+           no_sharing_ms=f, tree_nodes=trie_nodes, tree_gflop=work / 1e9, matmul_gflops=peak)
+
+
+def position_weights(model) -> int:
+    """Elements of the weight matrices one text position is multiplied with in a cached generative pass:
+    every self-attention layer's projections and MLP, each cross block's query/output projections and MLP
+    (its keys/values come from the clip, once), and the vocabulary head."""
+    text, width = model.text, model.config.text.width
+    weights = sum(p.numel() for b in text.resblocks for n, p in b.named_parameters()
+                  if n.endswith("weight") and "ln_" not in n)
+    for block in text.cross_attn:
+        weights += 2 * width * width + sum(p.numel() for n, p in block.mlp.named_parameters() if n.endswith("weight"))
+    return weights + text.lm_head.numel()
+
+
+def position_flops(model, visual_tokens: int) -> int:
+    """Multiply-add FLOPs of one text position through the cached generative pass: its weights
+    (:func:`position_weights`) and each cross block's attention over the visual tokens (self-attention
+    over the few text keys left out)."""
+    cross = len(model.text.cross_attn) * 2 * visual_tokens * model.config.text.width
+    return 2 * (position_weights(model) + cross)
+
+
+def read_gbps(device: torch.device, mib: int = 512) -> float:
+    """GB/s of reading a ``mib`` MiB fp32 tensor once (a sum), the best of 5: this device's memory rate."""
+    big = torch.ones(mib * 2 ** 18, device=device)
+    best = median_ms([lambda: big.sum()], 5, device)[0][1]
+    return big.numel() * 4 / (best / 1000) / 1e9
+
+
+def matmul_gflops(device: torch.device, n: int = 1024) -> float:
+    """GFLOP/s of a (n, 768) x (768, 3072) fp32 matmul, the best of 5: what this device's matmul kernels reach."""
+    a, b = torch.randn(n, 768, device=device), torch.randn(768, 3072, device=device)
+    best = min(median_ms([lambda: a @ b], 5, device)[0][1], float("inf"))
+    return 2 * n * 768 * 3072 / (best / 1000) / 1e9
 
 
 @torch.no_grad()
