@@ -146,6 +146,30 @@ def test_rows_from_bench_model_json() -> None:
     assert "batch 4" in kv.what and "32 new tokens" in kv.what
     assert kv.result.startswith("cache **5.0x** (fastest runs: 6.0x) faster")
     assert "100.0 vs 500.0 ms per token" in kv.result
+    assert "GB/s" not in kv.result  # the weights' read rate is measured at batch 1 only
+
+
+def test_rows_of_generation_at_batch_1_rank_and_memory() -> None:
+    data = {"preset": "mammut-video-B-16", "threads": 1, "records": [
+        {"section": "b", "batch": 1, "new_tokens": 32, "frames": 32, "cache_ms": [1280.0, 1216.0],
+         "no_cache_ms": [6400.0, 6080.0], "prefix_rerun_ms": [3200.0, 3000.0], "step_weights_mb": 633.0,
+         "step_read_gbps": 16.66, "read_gbps": 37.6},
+        {"section": "d", "candidates": 1000, "source": "MSVD-QA answer list", "questions": 2, "tree_nodes": 1109,
+         "prefix_tree_ms": [8000.0, 7240.0], "no_sharing_ms": [12000.0, 11000.0], "tree_gflop": 724.0,
+         "matmul_gflops": 107.0},
+        {"section": "e", "questions": 64, "before_mib": [1700.0, 1710.0, 1690.0], "copied_mib": [1400.0, 1420.0, 1410.0],
+         "shared_mib": [200.0, 220.0, 210.0]}]}
+    (kv,) = bench.kv_cache_rows(data, "cmd", MACHINE)
+    assert kv.result.startswith("cache **5.0x**") and "reads 633 MB of weights, at 16.7 GB/s" in kv.result
+    assert "37.6 GB/s" in kv.result
+    (rank,) = bench.rank_rows(data, "cmd", MACHINE)
+    assert "1000 candidates: MSVD-QA answer list, 1109 tree nodes" in rank.what and "target >= 3x" in rank.what
+    assert rank.result.startswith("tree **1.5x** (fastest runs: 1.5x) faster; medians: 4.00 vs 6.00 s per question")
+    assert "724 GFLOP ran at 100 GFLOP/s (a large fp32 matmul: 107)" in rank.result
+    (mem,) = bench.memory_rows(data, "cmd", MACHINE)
+    assert "64 questions" in mem.what and "3 interleaved runs" in mem.what
+    assert mem.result.startswith("**8.1x** less than before; medians: 210 MiB now, 1700 MiB before")
+    assert "1410 MiB with only the K/V copied" in mem.result
 
 
 def test_rows_from_decode_embed_train_and_eval_results() -> None:
@@ -191,7 +215,7 @@ def test_quick_report_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = done.stdout.strip()
     assert "FAILED" not in table
-    for what in ("Encoder", "KV cache", "Decode overhead", "embed clips/s", "embed peak RSS", "eval questions/s",
+    for what in ("Encoder", "KV cache", "Rank protocol", "Peak memory", "Decode overhead", "embed clips/s", "embed peak RSS", "eval questions/s",
                  "training samples/s", "Learning proof"):
         assert what in table
     assert table in doc.read_text()

@@ -7,6 +7,8 @@ Parts (``--skip`` takes these names):
 
   encoder         bench_model (a): sparse tubes vs every frame through the same ViT, B-16, one 32-frame clip
   kv-cache        bench_model (b): greedy generation with the KV cache vs none, batch 1 and 4, 32 new tokens
+  rank            bench_model (d): the rank protocol, prefix tree vs every candidate alone, 1,000 candidates
+  memory          bench_model (e): peak memory of 64 questions about one clip, now vs the protocol before
   decode          bench_decode: read_clip / raw decord get_batch, 32 frames, real clips when present
   embed           bench_embed (a) tiny only, 16 clips, and (b) peak RSS of one process for 10 vs 50 clips
   eval            ``mammut-video eval msrvtt-qa`` (generate protocol) with a random-weight tiny checkpoint on a
@@ -28,6 +30,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -124,9 +127,14 @@ def ratio_text(slow: list[float], fast: list[float]) -> str:
     return f"**{slow[0] / fast[0]:.1f}x** (fastest runs: {slow[1] / fast[1]:.1f}x)"
 
 
+def plural(count: int, noun: str) -> str:
+    """"1 question" / "2 questions"."""
+    return f"{count} {noun}{'s' if count != 1 else ''}"
+
+
 def threads_text(threads: int) -> str:
     """"1 torch thread" / "2 torch threads"."""
-    return f"{threads} torch thread{'s' if threads != 1 else ''}"
+    return plural(threads, "torch thread")
 
 
 def short_preset(preset: str) -> str:
@@ -160,8 +168,37 @@ def kv_cache_rows(data: dict, command: str, machine: str) -> list[Row]:
         result = (f"cache {ratio_text(r['no_cache_ms'], r['cache_ms'])} faster; medians: {r['cache_ms'][0] / n:.1f} "
                   f"vs {r['no_cache_ms'][0] / n:.1f} ms per token (prefix re-run with cached cross-attention K/V: "
                   f"{r['prefix_rerun_ms'][0] / n:.1f})")
+        if "step_read_gbps" in r:
+            result += (f"; a cached step reads {r['step_weights_mb']:.0f} MB of weights, at {r['step_read_gbps']:.1f} "
+                       f"GB/s in the fastest run (a plain 512 MiB read: {r['read_gbps']:.1f} GB/s)")
         rows.append(Row(what, result, command, machine))
     return rows
+
+
+def rank_rows(data: dict, command: str, machine: str) -> list[Row]:
+    """The row of bench_model (d): the rank protocol's prefix tree vs every candidate fed alone."""
+    (r,) = [r for r in data.get("records", []) if r["section"] == "d"]
+    what = (f"Rank protocol: candidates as a prefix tree vs each fed alone after its own copy of the prompt cache "
+            f"({short_preset(data['preset'])}, {r['candidates']} candidates: {r['source']}, {r['tree_nodes']} tree "
+            f"nodes; {plural(r['questions'], 'question')} about one clip, {threads_text(data['threads'])}; target >= 3x)")
+    per_q = 1000 * r["questions"]
+    result = (f"tree {ratio_text(r['no_sharing_ms'], r['prefix_tree_ms'])} faster; medians: "
+              f"{r['prefix_tree_ms'][0] / per_q:.2f} vs {r['no_sharing_ms'][0] / per_q:.2f} s per question; the "
+              f"tree's {r['tree_gflop']:.0f} GFLOP ran at {r['tree_gflop'] / r['prefix_tree_ms'][1] * 1000:.0f} "
+              f"GFLOP/s (a large fp32 matmul: {r['matmul_gflops']:.0f})")
+    return [Row(what, result, command, machine)]
+
+
+def memory_rows(data: dict, command: str, machine: str) -> list[Row]:
+    """The row of bench_model (e): peak memory of answering 64 questions about one clip."""
+    (r,) = [r for r in data.get("records", []) if r["section"] == "e"]
+    before, copied, shared = (statistics.median(r[k]) for k in ("before_mib", "copied_mib", "shared_mib"))
+    what = (f"Peak memory answering {r['questions']} questions about one clip ({short_preset(data['preset'])}, greedy, "
+            f"10 new tokens; {plural(len(r['shared_mib']), 'interleaved run')}; target <= 1/8 of the protocol before)")
+    result = (f"**{before / shared:.1f}x** less than before; medians: {shared:.0f} MiB now, {before:.0f} MiB before "
+              f"(K/V copied per question, vocabulary logits at every prompt position), {copied:.0f} MiB with only "
+              f"the K/V copied")
+    return [Row(what, result, command, machine)]
 
 
 def decode_rows(data: dict, command: str, machine: str) -> list[Row]:
@@ -308,11 +345,15 @@ def rows_or_error(make: Callable[[], list[Row]]) -> tuple[list[Row], str | None]
 
 
 def model_argv(ctx: Context, section: str) -> list[str]:
-    """bench_model's arguments for section a or b."""
+    """bench_model's arguments for section a, b, d or e."""
     argv = ["tools/bench_model.py", "--sections", section, "--device", ctx.device]
     argv += ["--preset", "mammut-video-tiny"] if ctx.quick else []
     if section == "a":
         argv += ["--frames", "8", "--repeats", "1"] if ctx.quick else ["--frames", "32", "--repeats", "3"]
+    elif section == "d":
+        argv += ["--rank-questions", "1" if ctx.quick else "2", "--rank-repeats", "1"]
+    elif section == "e":
+        argv += ["--memory-repeats", "1" if ctx.quick else "3"]
     else:
         argv += ["--gen-batch", "1", "4"]
         argv += ["--new-tokens", "8", "--gen-repeats", "1"] if ctx.quick else ["--new-tokens", "32", "--gen-repeats", "3"]
@@ -329,6 +370,18 @@ def part_kv_cache(ctx: Context) -> list[Row]:
     """KV cache vs none (bench_model b)."""
     return script_part(ctx, "kv-cache", model_argv(ctx, "b"), "Greedy generation: KV cache vs no cache",
                        lambda d, c: kv_cache_rows(d, c, ctx.machine), ctx.machine)
+
+
+def part_rank(ctx: Context) -> list[Row]:
+    """The rank protocol, prefix tree vs every candidate alone (bench_model d)."""
+    return script_part(ctx, "rank", model_argv(ctx, "d"), "Rank protocol: prefix tree vs every candidate alone",
+                       lambda d, c: rank_rows(d, c, ctx.machine), ctx.machine)
+
+
+def part_memory(ctx: Context) -> list[Row]:
+    """Peak memory of 64 questions about one clip (bench_model e)."""
+    return script_part(ctx, "memory", model_argv(ctx, "e"), "Peak memory answering 64 questions",
+                       lambda d, c: memory_rows(d, c, ctx.machine), ctx.machine)
 
 
 def part_decode(ctx: Context) -> list[Row]:
@@ -398,7 +451,8 @@ def part_train(ctx: Context) -> list[Row]:
 
 
 PARTS: dict[str, Callable[[Context], list[Row]]] = {
-    "encoder": part_encoder, "kv-cache": part_kv_cache, "decode": part_decode, "embed": part_embed,
+    "encoder": part_encoder, "kv-cache": part_kv_cache, "rank": part_rank, "memory": part_memory,
+    "decode": part_decode, "embed": part_embed,
     "eval": part_eval, "train": part_train,
 }
 

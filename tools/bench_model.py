@@ -223,12 +223,14 @@ def bench_generation(model, args, device) -> None:
                                 args.gen_repeats, device)
             print(f"{batch:>5} | {n:>10} | {c[0] / n:>7.1f} | {u[0] / n:>8.1f} | {p[0] / n:>13.1f} "
                   f"| {ratio(u, c):>17} | {ratio(p, c):>22}")
-            record("b", batch=batch, new_tokens=n, frames=model.config.num_frames, cache_ms=c, no_cache_ms=u,
-                   prefix_rerun_ms=p)
+            extra = {}
             if batch == 1:  # one row: a cached step is as fast as its weights can be read from memory
                 mb = position_weights(model) * 4 / 1e6
-                print(f"{'':>5} | a cached step reads about {mb:.0f} MB of weights: {mb / (c[1] / n):.1f} GB/s in "
-                      f"the fastest run; reading a 512 MiB tensor on this device: {read_gbps(device):.1f} GB/s")
+                extra = {"step_weights_mb": mb, "step_read_gbps": mb / (c[1] / n), "read_gbps": read_gbps(device)}
+                print(f"{'':>5} | a cached step reads about {mb:.0f} MB of weights: {extra['step_read_gbps']:.1f} GB/s "
+                      f"in the fastest run; reading a 512 MiB tensor on this device: {extra['read_gbps']:.1f} GB/s")
+            record("b", batch=batch, new_tokens=n, frames=model.config.num_frames, cache_ms=c, no_cache_ms=u,
+                   prefix_rerun_ms=p, **extra)
 
 
 def bench_beam(model, args, device) -> None:
