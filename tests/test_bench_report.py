@@ -157,7 +157,8 @@ def test_rows_of_generation_at_batch_1_rank_and_memory() -> None:
         {"section": "d", "candidates": 1000, "source": "MSVD-QA answer list", "questions": 2, "tree_nodes": 1109,
          "prefix_tree_ms": [8000.0, 7240.0], "no_sharing_ms": [12000.0, 11000.0], "tree_gflop": 724.0,
          "matmul_gflops": 107.0},
-        {"section": "e", "questions": 64, "before_mib": [1700.0, 1710.0, 1690.0], "copied_mib": [1400.0, 1420.0, 1410.0],
+        {"section": "e", "questions": 64, "before_mib": [1700.0, 1710.0, 1690.0],
+         "copied_mib": [1400.0, 1420.0, 1410.0],
          "shared_mib": [200.0, 220.0, 210.0]}]}
     (kv,) = bench.kv_cache_rows(data, "cmd", MACHINE)
     assert kv.result.startswith("cache **5.0x**") and "reads 633 MB of weights, at 16.7 GB/s" in kv.result

@@ -180,7 +180,8 @@ def rank_rows(data: dict, command: str, machine: str) -> list[Row]:
     (r,) = [r for r in data.get("records", []) if r["section"] == "d"]
     what = (f"Rank protocol: candidates as a prefix tree vs each fed alone after its own copy of the prompt cache "
             f"({short_preset(data['preset'])}, {r['candidates']} candidates: {r['source']}, {r['tree_nodes']} tree "
-            f"nodes; {plural(r['questions'], 'question')} about one clip, {threads_text(data['threads'])}; target >= 3x)")
+            f"nodes; {plural(r['questions'], 'question')} about one clip, {threads_text(data['threads'])}; "
+            "target >= 3x)")
     per_q = 1000 * r["questions"]
     result = (f"tree {ratio_text(r['no_sharing_ms'], r['prefix_tree_ms'])} faster; medians: "
               f"{r['prefix_tree_ms'][0] / per_q:.2f} vs {r['no_sharing_ms'][0] / per_q:.2f} s per question; the "
