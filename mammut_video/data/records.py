@@ -15,6 +15,11 @@ def question_type(question: str) -> str:
     return first if first in QUESTION_TYPES else "other"
 
 
+def clip_key(video: str | Path, start: float | None, end: float | None) -> tuple[str, float | None, float | None]:
+    """The clip a record reads: items with the same key (questions about one segment) share one decoded clip."""
+    return (str(video), start, end)
+
+
 @dataclass
 class QARecord:
     """One question about one clip. ``start`` / ``end`` (seconds) restrict decoding to a segment."""

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from mammut_video.data.files import AnnotationError
+from mammut_video.data.records import clip_key
 from mammut_video.errors import ConfigError, check_int
 from mammut_video.eval.caption_metrics import caption_metrics
 from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy
@@ -93,10 +94,6 @@ def _first(records: Sequence[Any], limit: int | None) -> list:
     return list(records[: check_int(limit, "limit")])
 
 
-def _clip_key(record: Any) -> tuple:
-    return (str(record.video), record.start, record.end)
-
-
 class QATask:
     """VideoQA over every question of a loaded ``QASplit`` (``split.records``)."""
 
@@ -137,9 +134,9 @@ class QATask:
         missing = {str(p) for p in self.split.missing_videos}
         groups: dict[tuple, ClipUnit] = {}
         for r in self.records:
-            unit = groups.get(_clip_key(r))
+            unit = groups.get(clip_key(r.video, r.start, r.end))
             if unit is None:
-                unit = groups[_clip_key(r)] = ClipUnit(r.video, str(r.video_id or r.video), [], r.start, r.end,
+                unit = groups[clip_key(r.video, r.start, r.end)] = ClipUnit(r.video, str(r.video_id or r.video), [], r.start, r.end,
                                                        missing=str(r.video) in missing)
             unit.keys.append(str(r.question_id))
         return list(groups.values())

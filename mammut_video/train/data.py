@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from mammut_video.data.clips import ClipDataset, make_loader
-from mammut_video.data.records import CaptionSplit, QARecord, QASplit
+from mammut_video.data.records import CaptionSplit, QARecord, QASplit, clip_key
 from mammut_video.errors import ConfigError
 from mammut_video.train.config import BENCHMARKS, SPEC_HELP, SPLIT_NAMES
 
@@ -151,10 +151,6 @@ def corpus(samples: Sequence[Sample], task: str) -> list[str]:
     if task == "qa":
         return [f"{QA_PROMPT.format(question=format_question(s.question))} {s.answer}" for s in samples]  # type: ignore[union-attr]
     return [s.caption for s in samples]  # type: ignore[union-attr]
-
-
-def clip_key(video: str | Path, start: float | None, end: float | None) -> tuple[str, float | None, float | None]:
-    return (str(video), start, end)
 
 
 class FrameCache:

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 
 from mammut_video.data.clips import ClipDataset, make_loader
+from mammut_video.data.records import clip_key
 from mammut_video.model.losses import caption_loss
 from mammut_video.runtime.precision import autocast
-from mammut_video.train.data import FrameCache, Sample, clip_key, text_batch
+from mammut_video.train.data import FrameCache, Sample, text_batch
 
 
 @dataclass
