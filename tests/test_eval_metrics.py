@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mammut_video.eval.qa_metrics import QAReference, answers_match, qa_accuracy
+from mammut_video.eval.qa_metrics import QAReference, answers_match, most_common_answer_accuracy, qa_accuracy
 from mammut_video.eval.retrieval_metrics import retrieval_metrics
 from mammut_video.eval.vqa_normalize import normalize_answer, process_punctuation
 
@@ -96,3 +96,11 @@ def test_retrieval_several_texts_per_video_and_ties() -> None:
     assert m["video_to_text"]["R@1"] == pytest.approx(100.0)
     with pytest.raises(ValueError, match="text_to_video"):
         retrieval_metrics(sim)
+
+
+def test_most_common_answer_accuracy_per_group_after_normalisation():
+    pairs = [("how", "Two"), ("how", "2"), ("how", "three"), ("what", "dog"), ("what", "cat"),
+             ("what", "a cat"), ("what", "fish")]
+    # "Two" and "2" are one answer once normalised (as eval scores them); "a cat" is "cat"
+    assert most_common_answer_accuracy(pairs) == {"how": pytest.approx(200 / 3), "what": 50.0}
+    assert most_common_answer_accuracy([]) == {}

@@ -24,7 +24,6 @@ import shlex
 import shutil
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from mammut_video.commands import main as cli
@@ -71,11 +70,10 @@ def train(run_dir: Path, argv: list[str]) -> None:
 
 def chance(eval_dir: Path) -> dict[str, float]:
     """Per question type, the accuracy of always giving that type's most common test answer."""
-    answers: dict[str, Counter] = {}
-    for line in (eval_dir / "predictions.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        answers.setdefault(rec["question_type"], Counter())[rec["answer"]] += 1
-    return {t: 100.0 * c.most_common(1)[0][1] / sum(c.values()) for t, c in answers.items()}
+    from mammut_video.eval.qa_metrics import most_common_answer_accuracy
+
+    records = [json.loads(line) for line in (eval_dir / "predictions.jsonl").read_text().splitlines()]
+    return most_common_answer_accuracy((r["question_type"], r["answer"]) for r in records)
 
 
 def search_check(index: Path, scenes_file: Path, colour: str, shape: str, k: int) -> str:

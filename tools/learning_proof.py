@@ -51,18 +51,18 @@ def question_kind(question: str) -> str:
 def per_kind(predictions: Path) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
     """Accuracy (%) per kind and overall from eval's predictions.jsonl; the majority-answer baseline
     per kind (always answering the kind's most common test answer: what "chance" means here); counts."""
+    from mammut_video.eval.qa_metrics import most_common_answer_accuracy
+
     correct: Counter = Counter()
     total: Counter = Counter()
-    answers: dict[str, Counter] = {}
-    for line in predictions.read_text().splitlines():
-        rec = json.loads(line)
+    records = [json.loads(line) for line in predictions.read_text().splitlines()]
+    for rec in records:
         kind = question_kind(rec["question"])
         total[kind] += 1
         correct[kind] += bool(rec["correct"])
-        answers.setdefault(kind, Counter())[rec["answer"]] += 1
     acc = {k: 100.0 * correct[k] / total[k] for k in KINDS.values() if total[k]}
     acc["all"] = 100.0 * sum(correct.values()) / sum(total.values())
-    base = {k: 100.0 * answers[k].most_common(1)[0][1] / total[k] for k in answers}
+    base = most_common_answer_accuracy((question_kind(r["question"]), r["answer"]) for r in records)
     return acc, base, dict(total)
 
 

@@ -6,6 +6,7 @@ failed to decode, or the run was cut short) counts as wrong.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -54,6 +55,15 @@ def qa_accuracy(references: Iterable[QAReference], predictions: Mapping[str, str
             t: {"accuracy": _percent(c, n), "correct": c, "total": n} for t, (c, n) in sorted(per_type.items())
         },
     }
+
+
+def most_common_answer_accuracy(answers: Iterable[tuple[str, str]]) -> dict[str, float]:
+    """(group, true answer) pairs -> per group, the accuracy (%) of always giving the group's most common
+    answer (compared after normalisation): the level a QA model has to beat to show it looked at the video."""
+    counts: dict[str, Counter] = {}
+    for group, answer in answers:
+        counts.setdefault(group, Counter())[normalize_answer(answer)] += 1
+    return {g: _percent(c.most_common(1)[0][1], sum(c.values())) for g, c in counts.items()}
 
 
 def _percent(num: int, den: int) -> float:
