@@ -361,28 +361,14 @@ def model_argv(ctx: Context, section: str) -> list[str]:
     return argv + (["--threads", str(ctx.threads)] if ctx.threads else [])
 
 
-def part_encoder(ctx: Context) -> list[Row]:
-    """Tubes vs per-frame encoding (bench_model a)."""
-    return script_part(ctx, "encoder", model_argv(ctx, "a"), "Encoder: tubes vs per-frame",
-                       lambda d, c: encoder_rows(d, c, ctx.machine), ctx.machine)
+def model_part(section: str, what: str, to_rows: Callable[[dict, str, str], list[Row]]) -> Callable[[Context], list[Row]]:
+    """The part that runs bench_model's ``section`` and turns its JSON into rows with ``to_rows``."""
+    def part(ctx: Context) -> list[Row]:
+        return script_part(ctx, f"model-{section}", model_argv(ctx, section), what,
+                           lambda d, c: to_rows(d, c, ctx.machine), ctx.machine)
 
-
-def part_kv_cache(ctx: Context) -> list[Row]:
-    """KV cache vs none (bench_model b)."""
-    return script_part(ctx, "kv-cache", model_argv(ctx, "b"), "Greedy generation: KV cache vs no cache",
-                       lambda d, c: kv_cache_rows(d, c, ctx.machine), ctx.machine)
-
-
-def part_rank(ctx: Context) -> list[Row]:
-    """The rank protocol, prefix tree vs every candidate alone (bench_model d)."""
-    return script_part(ctx, "rank", model_argv(ctx, "d"), "Rank protocol: prefix tree vs every candidate alone",
-                       lambda d, c: rank_rows(d, c, ctx.machine), ctx.machine)
-
-
-def part_memory(ctx: Context) -> list[Row]:
-    """Peak memory of 64 questions about one clip (bench_model e)."""
-    return script_part(ctx, "memory", model_argv(ctx, "e"), "Peak memory answering 64 questions",
-                       lambda d, c: memory_rows(d, c, ctx.machine), ctx.machine)
+    part.__doc__ = f"{what} (bench_model {section})."
+    return part
 
 
 def part_decode(ctx: Context) -> list[Row]:
@@ -452,7 +438,10 @@ def part_train(ctx: Context) -> list[Row]:
 
 
 PARTS: dict[str, Callable[[Context], list[Row]]] = {
-    "encoder": part_encoder, "kv-cache": part_kv_cache, "rank": part_rank, "memory": part_memory,
+    "encoder": model_part("a", "Encoder: tubes vs per-frame", encoder_rows),
+    "kv-cache": model_part("b", "Greedy generation: KV cache vs no cache", kv_cache_rows),
+    "rank": model_part("d", "Rank protocol: prefix tree vs every candidate alone", rank_rows),
+    "memory": model_part("e", "Peak memory answering 64 questions", memory_rows),
     "decode": part_decode, "embed": part_embed,
     "eval": part_eval, "train": part_train,
 }
