@@ -446,7 +446,10 @@ class TextDecoder(nn.Module):
 
     def compile_steps(self, **compile_kwargs: object) -> None:
         """Compile the cached pass (each generation step, the prompt into an empty cache) with
-        ``torch.compile``; the first calls pay the compilation. Off until called."""
+        ``torch.compile``; the first calls pay the compilation. Off until called.
+
+        Leave inductor's ``freezing`` off: with it (and ``mode="max-autotune"``) a B-16 step measured
+        22 instead of 38 ms on a CPU but its logits were wrong (max |difference| ~6; torch 2.13)."""
         self._compiled_extend = torch.compile(self._extend, **compile_kwargs)
 
 
