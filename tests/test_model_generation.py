@@ -273,10 +273,12 @@ def test_compiled_steps_give_the_same_tokens(decoder):
         assert generate(compiled, kv, PROMPTS, **kwargs) == generate(decoder, kv, PROMPTS, **kwargs)
 
 
-@pytest.mark.parametrize("chunk_tokens", [1, 4, 7])
+@pytest.mark.parametrize("chunk_tokens", [1, 8, 12, 20])
 def test_prefill_in_row_chunks_equals_one_pass(decoder, monkeypatch, chunk_tokens):
     """A long prefill runs in row chunks (bounded activation memory); states, cache and tokens are those
-    of one pass, with prompts of several clips (one clip read by no prompt) and left padding."""
+    of one pass, with prompts of several clips (one clip read by no prompt) and left padding. The
+    prompts are 4 tokens long, so the chunks hold 1, 2, 3 and 5 rows: chunk edges fall inside
+    clips and a chunk holds the clip that no row reads."""
     from mammut_video.model import decoder as decoder_module
     from mammut_video.model.decoder import ClipKV
     from mammut_video.model.generation import left_pad
@@ -315,3 +317,21 @@ def test_clip_kv_take_rows_keeps_the_clips_of_those_rows():
         part = clips.take_rows(start, stop)
         assert part.rows == counts
         assert part.kv[0][0].flatten().tolist() == list(range(first, first + len(counts)))
+
+
+def test_compiled_steps_are_only_the_one_token_steps(decoder, monkeypatch):
+    """compile_steps() compiles the generation step; prompt passes (a new shape every batch, and row
+    chunks) stay eager, so a compiled decoder does not recompile for every prompt batch or chunk."""
+    from mammut_video.model import decoder as decoder_module
+
+    seen: list[tuple[int, int]] = []
+
+    def recording(ids, cross, cache, valid, slots):
+        seen.append(tuple(ids.shape))
+        return decoder._extend(ids, cross, cache, valid, slots)
+
+    monkeypatch.setattr(decoder, "_compiled_extend", recording)
+    monkeypatch.setattr(decoder_module, "PREFILL_CHUNK_TOKENS", 4)
+    prompts = [[48, 3, 4], [48], [48, 10, 11, 12, 13], [48, 5]]
+    generate(decoder, _kv(decoder, 4), prompts, eos_id=-1, max_new_tokens=4, num_beams=1)
+    assert seen == [(4, 1)] * 3  # the three steps after the prompt, every row at once

@@ -38,7 +38,7 @@ from mammut_video.errors import ConfigError
 from mammut_video.model.config import TextConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, L, head_dim) each
-PREFILL_CHUNK_TOKENS = 256  # a cached pass over more rows x tokens than this runs in row chunks
+PREFILL_CHUNK_TOKENS = 256  # a prompt pass over more rows x tokens than this runs in row chunks
 Extend = Callable[[KV], KV]  # a layer's new self-attention K/V -> the K/V its queries attend to
 
 
@@ -366,14 +366,16 @@ class TextDecoder(nn.Module):
         if past is None:
             return self._fresh(ids, cross, valid)
         slots = past.claim(n, ids.device)
-        extend = self._compiled_extend or self._extend
+        if n == 1:  # a generation step: the same shapes every time, compiled after compile_steps()
+            return (self._compiled_extend or self._extend)(ids, cross, past, valid, slots), past
+        # a prompt (eager: its shapes change with every batch), in row chunks written into the same
+        # cache when it is long, so that its activations (the MLP's 4x-wide hidden states above all)
+        # take a bounded amount of memory beside the cache
         step = max(1, PREFILL_CHUNK_TOKENS // n)
         if b <= step:
-            return extend(ids, cross, past, valid, slots), past
-        # a long prefill goes through in row chunks written into the same cache: its activations
-        # (the MLP's 4x-wide hidden states above all) then take a bounded amount of memory
-        return torch.cat([extend(ids[r: r + step], cross.take_rows(r, r + step), past.take_rows(r, r + step),
-                                 None if valid is None else valid[r: r + step], slots)
+            return self._extend(ids, cross, past, valid, slots), past
+        return torch.cat([self._extend(ids[r: r + step], cross.take_rows(r, r + step), past.take_rows(r, r + step),
+                                       None if valid is None else valid[r: r + step], slots)
                           for r in range(0, b, step)]), past
 
     def _fresh(self, ids: torch.Tensor, cross: ClipKV,
@@ -445,8 +447,9 @@ class TextDecoder(nn.Module):
         return self.ln_final(x), new_kv
 
     def compile_steps(self, **compile_kwargs: object) -> None:
-        """Compile the cached pass (each generation step, the prompt into an empty cache) with
-        ``torch.compile``; the first calls pay the compilation. Off until called.
+        """Compile the generation step (one new token per row into the cache) with ``torch.compile``;
+        the first calls pay the compilation. Off until called. Prompts stay eager: their shapes
+        change with every batch, and each new shape would be compiled again.
 
         Leave inductor's ``freezing`` off: with it (and ``mode="max-autotune"``) a B-16 step measured
         22 instead of 38 ms on a CPU but its logits were wrong (max |difference| ~6; torch 2.13)."""

@@ -33,7 +33,7 @@ def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tup
 
 
 class _Stepper:
-    """Feeds the decoder one new token per row, with or without a cache; returns last-position log-probs."""
+    """Feeds the decoder one new token per row, with or without a cache; returns last-position logits."""
 
     def __init__(self, decoder: TextDecoder, cross: ClipKV, use_cache: bool) -> None:
         self.decoder, self.cross, self.use_cache = decoder, cross, use_cache
@@ -145,7 +145,7 @@ def _greedy(stepper: _Stepper, ids: torch.Tensor, valid: torch.Tensor, eos_id: i
     done = torch.zeros(b, dtype=torch.bool, device=ids.device)
     out: list[torch.Tensor] = []
     for step in range(steps):
-        token = logits.argmax(-1)  # the argmax of the log-softmax, without a second (B, vocab) tensor
+        token = logits.argmax(-1)  # the log-softmax's argmax (up to float ties), without a second (B, vocab) tensor
         token = torch.where(done, torch.full_like(token, pad_id), token)
         out.append(token)
         done |= token == eos_id
