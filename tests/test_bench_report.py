@@ -161,7 +161,7 @@ def test_rows_of_generation_at_batch_1_rank_and_memory() -> None:
          "copied_mib": [1400.0, 1420.0, 1410.0],
          "shared_mib": [200.0, 220.0, 210.0]}]}
     (kv,) = bench.kv_cache_rows(data, "cmd", MACHINE)
-    assert kv.result.startswith("cache **5.0x**") and "reads 633 MB of weights, at 16.7 GB/s" in kv.result
+    assert kv.result.startswith("cache **5.0x**") and "reads 633 MB of weights, at >= 16.7 GB/s" in kv.result
     assert "37.6 GB/s" in kv.result
     (rank,) = bench.rank_rows(data, "cmd", MACHINE)
     assert "1000 candidates: MSVD-QA answer list, 1109 tree nodes" in rank.what and "target >= 3x" in rank.what
@@ -216,8 +216,8 @@ def test_quick_report_runs_end_to_end(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     table = done.stdout.strip()
     assert "FAILED" not in table
-    for what in ("Encoder", "KV cache", "Rank protocol", "Peak memory", "Decode overhead", "embed clips/s", "embed peak RSS", "eval questions/s",
-                 "training samples/s", "Learning proof"):
+    for what in ("Encoder", "KV cache", "Rank protocol", "Peak memory", "Decode overhead", "embed clips/s",
+                 "embed peak RSS", "eval questions/s", "training samples/s", "Learning proof"):
         assert what in table
     assert table in doc.read_text()
     assert readme.read_text() == f"before\n{bench.START}\n{table}\n{bench.END}\nafter\n"

@@ -134,10 +134,11 @@ class QATask:
         missing = {str(p) for p in self.split.missing_videos}
         groups: dict[tuple, ClipUnit] = {}
         for r in self.records:
-            unit = groups.get(clip_key(r.video, r.start, r.end))
+            key = clip_key(r.video, r.start, r.end)
+            unit = groups.get(key)
             if unit is None:
-                unit = groups[clip_key(r.video, r.start, r.end)] = ClipUnit(r.video, str(r.video_id or r.video), [], r.start, r.end,
-                                                       missing=str(r.video) in missing)
+                unit = groups[key] = ClipUnit(r.video, str(r.video_id or r.video), [], r.start, r.end,
+                                              missing=str(r.video) in missing)
             unit.keys.append(str(r.question_id))
         return list(groups.values())
 
