@@ -91,6 +91,15 @@ def add_compile(group: argparse._ArgumentGroup) -> None:
                             "worth it on a GPU for long runs (default: off)")
 
 
+def add_inference_runtime(group: argparse._ArgumentGroup) -> None:
+    """What every inference command (eval, embed, caption, ask) takes after its checkpoint: --frames,
+    --device, --precision, --compile."""
+    add_frames(group)
+    add_device(group)
+    add_precision(group)
+    add_compile(group)
+
+
 def add_batching(group: argparse._ArgumentGroup, batch_size: int = 8, max_workers: int = 4) -> None:
     """--batch-size and --workers; --workers defaults to :func:`default_workers` (``max_workers``)."""
     workers = default_workers(max_workers)

@@ -5,16 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mammut_video.commands.args import (
-    add_checkpoint,
-    add_compile,
-    add_device,
-    add_frames,
-    add_precision,
-    add_verbosity,
-    positive_int,
-    wrap,
-)
+from mammut_video.commands.args import add_checkpoint, add_inference_runtime, add_verbosity, positive_int, wrap
 from mammut_video.commands.caption import add_generation, add_segment
 
 RESUMABLE = False
@@ -33,10 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("questions", nargs="+", metavar="QUESTION", help="one or more questions (quote each)")
     model = p.add_argument_group("model")
     add_checkpoint(model)
-    add_frames(model)
-    add_device(model)
-    add_precision(model)
-    add_compile(model)
+    add_inference_runtime(model)
     gen = p.add_argument_group("answers")
     gen.add_argument("--candidates", metavar="FILE",
                      help="rank these answers instead of generating: a .json list of strings or one answer per "

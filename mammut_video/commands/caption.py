@@ -9,10 +9,7 @@ import sys
 from mammut_video.commands.args import (
     add_batching,
     add_checkpoint,
-    add_compile,
-    add_device,
-    add_frames,
-    add_precision,
+    add_inference_runtime,
     add_verbosity,
     positive_int,
     show_progress,
@@ -48,10 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files and/or folders of videos")
     model = p.add_argument_group("model")
     add_checkpoint(model)
-    add_frames(model)
-    add_device(model)
-    add_precision(model)
-    add_compile(model)
+    add_inference_runtime(model)
     gen = p.add_argument_group("generation")
     add_generation(gen, 30)
     add_segment(gen)

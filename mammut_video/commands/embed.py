@@ -7,10 +7,7 @@ import argparse
 from mammut_video.commands.args import (
     add_batching,
     add_checkpoint,
-    add_compile,
-    add_device,
-    add_frames,
-    add_precision,
+    add_inference_runtime,
     add_run_dir,
     add_verbosity,
     positive_int,
@@ -51,10 +48,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     model.add_argument("--preset", metavar="NAME",
                        help="a model preset with random weights (seed 0) instead of --checkpoint, for trying the "
                             "pipeline and benchmarks: its embeddings mean nothing (default: none)")
-    add_frames(model)
-    add_device(model)
-    add_precision(model)
-    add_compile(model)
+    add_inference_runtime(model)
 
     clips = p.add_argument_group("clips")
     clips.add_argument("--clip-seconds", type=_seconds, metavar="S",

@@ -8,10 +8,7 @@ from mammut_video.commands.args import (
     CommandParser,
     add_batching,
     add_checkpoint,
-    add_compile,
-    add_device,
-    add_frames,
-    add_precision,
+    add_inference_runtime,
     add_run_dir,
     add_verbosity,
     positive_int,
@@ -97,10 +94,7 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
 
     model = p.add_argument_group("model")
     add_checkpoint(model)
-    add_frames(model)
-    add_device(model)
-    add_precision(model)
-    add_compile(model)
+    add_inference_runtime(model)
 
     if info.kind == "qa":
         qa = p.add_argument_group("question answering")
