@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammut_video.errors import ConfigError, check_int
-from mammut_video.runtime.devices import check_device_name, default_workers
-from mammut_video.runtime.precision import check_precision
+from mammut_video.runtime.devices import default_workers
+from mammut_video.runtime.precision import check_device_and_precision
 
 DTYPES = ("float16", "float32")
 DEFAULT_SHARD_ROWS = 4096
@@ -91,10 +91,7 @@ class EmbedConfig:
         self.workers = check_int(self.workers, "workers", minimum=0)
         self.shard_rows = check_int(self.shard_rows, "shard_rows")
         self.commit_seconds = check_seconds(self.commit_seconds, "commit_seconds")
-        if self.device is not None:
-            check_device_name(self.device)
-        if self.precision is not None:
-            check_precision(self.precision)
+        check_device_and_precision(self.device, self.precision)
         if self.dtype not in DTYPES:
             raise ConfigError(f"dtype {self.dtype!r}: expected float16 or float32")
         if self.clip_seconds is not None:

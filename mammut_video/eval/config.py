@@ -17,8 +17,8 @@ from typing import Union
 
 from mammut_video.errors import ConfigError, check_int, require_checkpoint
 from mammut_video.eval.registry import task_info
-from mammut_video.runtime.devices import check_device_name, default_workers
-from mammut_video.runtime.precision import check_precision
+from mammut_video.runtime.devices import default_workers
+from mammut_video.runtime.precision import check_device_and_precision
 
 QA_PROTOCOLS = ("generate", "rank")
 
@@ -107,10 +107,7 @@ class EvalConfig:
                 setattr(self, name, check_int(getattr(self, name), name))
         self.batch_size = check_int(self.batch_size, "batch_size")
         self.workers = check_int(self.workers, "workers", minimum=0)
-        if self.device is not None:
-            check_device_name(self.device)
-        if self.precision is not None:
-            check_precision(self.precision)
+        check_device_and_precision(self.device, self.precision)
         require_checkpoint(self.checkpoint)
         if self.data_root is None and self.annotations is None:
             raise ConfigError("pass --data-root DIR (or --annotations FILE and --videos DIR)")

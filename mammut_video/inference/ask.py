@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammut_video.errors import ConfigError, check_int, require_checkpoint
-from mammut_video.runtime.devices import check_device_name
-from mammut_video.runtime.precision import check_precision
+from mammut_video.runtime.precision import check_device_and_precision
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +59,7 @@ class AskConfig:
             setattr(self, name, check_int(getattr(self, name), name))
         if self.frames is not None:
             self.frames = check_int(self.frames, "frames")
-        if self.device is not None:
-            check_device_name(self.device)
-        if self.precision is not None:
-            check_precision(self.precision)
+        check_device_and_precision(self.device, self.precision)
 
 
 @dataclass

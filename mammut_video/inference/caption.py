@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mammut_video.errors import ConfigError, MissingFileError, check_int, require_checkpoint
-from mammut_video.runtime.devices import check_device_name
-from mammut_video.runtime.precision import check_precision
+from mammut_video.runtime.precision import check_device_and_precision
 
 log = logging.getLogger(__name__)
 
@@ -56,10 +55,7 @@ class CaptionConfig:
         self.workers = check_int(self.workers, "workers", minimum=0)
         if self.frames is not None:
             self.frames = check_int(self.frames, "frames")
-        if self.device is not None:
-            check_device_name(self.device)
-        if self.precision is not None:
-            check_precision(self.precision)
+        check_device_and_precision(self.device, self.precision)
 
 
 @dataclass

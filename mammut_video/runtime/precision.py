@@ -12,6 +12,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from mammut_video.errors import ConfigError
+from mammut_video.runtime.devices import check_device_name
 
 if TYPE_CHECKING:
     import torch
@@ -24,6 +25,15 @@ def check_precision(name: str) -> str:
     if name not in PRECISIONS:
         raise ConfigError(f"precision {name!r}: expected fp32, bf16 or fp16")
     return name
+
+
+def check_device_and_precision(device: str | None, precision: str | None) -> None:
+    """The device and precision every command's settings take; None means the default (see
+    :func:`~mammut_video.runtime.devices.resolve_device` and :func:`default_precision`)."""
+    if device is not None:
+        check_device_name(device)
+    if precision is not None:
+        check_precision(precision)
 
 
 def default_precision(device: "torch.device") -> str:

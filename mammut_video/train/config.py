@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from mammut_video.errors import ConfigError, check_int
-from mammut_video.runtime.devices import check_device_name, default_workers
-from mammut_video.runtime.precision import check_precision
+from mammut_video.runtime.devices import default_workers
+from mammut_video.runtime.precision import check_device_and_precision
 
 TASKS = ("qa", "caption")
 FREEZE_PARTS = ("tubes", "vision", "text")
@@ -178,10 +178,7 @@ class FinetuneConfig:
             if self.checkpoint is not None:
                 raise ConfigError("--tokenizer chooses the vocabulary of a model made from --preset; a --checkpoint "
                                   "keeps its own tokenizer")
-        if self.precision is not None:
-            check_precision(self.precision)
-        if self.device is not None:
-            check_device_name(self.device)
+        check_device_and_precision(self.device, self.precision)
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite contradict each other: pass one of them")
 
