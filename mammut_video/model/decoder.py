@@ -24,6 +24,7 @@ the clip, questions and beams alike (:class:`ClipKV`): never copied per row.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,15 +65,11 @@ class ClipKV:
 
     def take_rows(self, start: int, stop: int) -> ClipKV:
         """The clips that rows ``start:stop`` read, with just those rows (views of the K/V, no copy)."""
-        counts: dict[int, int] = {}
-        first = 0
-        for c, r in enumerate(self.rows):
-            overlap = min(first + r, stop) - max(first, start)
-            if overlap > 0 or (counts and first < stop):
-                counts[c] = max(overlap, 0)
-            first += r
-        c0, c1 = min(counts), max(counts) + 1
-        return ClipKV([(k[c0:c1], v[c0:c1]) for k, v in self.kv], tuple(counts[c] for c in range(c0, c1)))
+        bounds = list(itertools.accumulate(self.rows, initial=0))
+        counts = [max(0, min(hi, stop) - max(lo, start)) for lo, hi in itertools.pairwise(bounds)]
+        read = [c for c, n in enumerate(counts) if n]
+        c0, c1 = read[0], read[-1] + 1  # clips read by no row between them stay, with 0 rows
+        return ClipKV([(k[c0:c1], v[c0:c1]) for k, v in self.kv], tuple(counts[c0:c1]))
 
 
 CrossKV = list[KV] | ClipKV  # per-row K/V (batch B, or 1 for all rows), or clips shared by runs of rows
