@@ -101,10 +101,15 @@ def add_inference_runtime(group: argparse._ArgumentGroup) -> None:
 
 
 def add_batching(group: argparse._ArgumentGroup, batch_size: int = 8, max_workers: int = 4) -> None:
-    """--batch-size and --workers; --workers defaults to :func:`default_workers` (``max_workers``)."""
-    workers = default_workers(max_workers)
+    """--batch-size and --workers (:func:`add_workers`)."""
     group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="B",
                        help=f"clips decoded and encoded per batch (default: {batch_size})")
+    add_workers(group, max_workers)
+
+
+def add_workers(group: argparse._ArgumentGroup, max_workers: int = 4) -> None:
+    """--workers, defaulting to :func:`default_workers` (``max_workers``)."""
+    workers = default_workers(max_workers)
     group.add_argument("--workers", type=non_negative_int, default=workers, metavar="W",
                        help="video decoding processes; 0 decodes in the main process (default: "
                             f"min({max_workers}, CPU cores), {workers} on this machine)")

@@ -11,12 +11,12 @@ from mammut_video.commands.args import (
     add_precision,
     add_run_dir,
     add_verbosity,
+    add_workers,
     non_negative_int,
     positive_int,
     show_progress,
     wrap,
 )
-from mammut_video.runtime.devices import default_workers
 from mammut_video.train.config import (
     CONTRASTIVE_KINDS,
     FINETUNE,
@@ -61,9 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--save-every", type=positive_int, metavar="N",
                      help="save last/ and train_state.pt every N steps besides the validations (default: only "
                           "with the validations)")
-    run.add_argument("--workers", type=non_negative_int, default=default_workers(), metavar="W",
-                     help="video decoding processes; 0 decodes in the main process (default: min(4, CPU cores), "
-                          f"{default_workers()} on this machine)")
+    add_workers(run)
     run.add_argument("--seed", type=non_negative_int, default=0, metavar="S",
                      help="seed of the initialisation, the data order, frame sampling and augmentation (default: 0)")
     add_device(run)
