@@ -106,8 +106,8 @@ class FinetuneConfig:
     ``preset`` (random weights). ``task``: "qa" or "caption" (default: what the SPEC holds).
     Length: ``steps``, or ``epochs``, and/or ``max_time`` (seconds or "10m"); with ``max_time``
     alone the learning rate decays over that time. ``batch_size`` counts clips per optimizer step
-    over all processes (QA: each clip with all its questions; captions: one caption each); ``grad_accum`` splits each process's share into that many
-    micro-batches (same step, less memory).
+    over all processes (QA: each clip with all its questions; captions: one caption each);
+    ``grad_accum`` splits each process's share into that many micro-batches (same step, less memory).
     """
 
     train: str
