@@ -164,15 +164,15 @@ def test_the_run_vocabulary_keeps_answer_words_one_token(tmp_path) -> None:
 
 def test_qa_trains_by_clip_with_all_its_questions_captions_one_by_one():
     from mammut_video.data.records import QARecord
-    from mammut_video.train.data import CaptionSample, group_by_clip
+    from mammut_video.train.data import CaptionSample, clip_groups
 
     qa = [QARecord("a.mp4", "q1", "x", 1, "other"), QARecord("b.mp4", "q2", "y", 2, "other"),
           QARecord("a.mp4", "q3", "z", 3, "other"), QARecord("a.mp4", "q4", "w", 4, "other", start=1.0, end=2.0)]
-    groups = group_by_clip(qa, "qa")
+    groups = clip_groups(qa, "qa")
     assert [(str(g.video), g.start, [s.question for s in g.samples]) for g in groups] == [
         ("a.mp4", None, ["q1", "q3"]), ("b.mp4", None, ["q2"]), ("a.mp4", 1.0, ["q4"])]
     captions = [CaptionSample("a.mp4", "a", "one"), CaptionSample("a.mp4", "a", "two")]
-    assert [len(g.samples) for g in group_by_clip(captions, "caption")] == [1, 1]
+    assert [len(g.samples) for g in clip_groups(captions, "caption")] == [1, 1]
 
 
 def test_epoch_end_validation_happens_about_ten_times_a_run_not_every_small_epoch():

@@ -132,7 +132,7 @@ class ClipGroup:
     samples: list[Sample]
 
 
-def group_by_clip(samples: Sequence[Sample], task: str) -> list[ClipGroup]:
+def clip_groups(samples: Sequence[Sample], task: str) -> list[ClipGroup]:
     """Training units: QA, one group per clip holding all its questions (in first-seen order);
     captions, one group per caption (a clip's captions are different targets for the same input)."""
     if task != "qa":

@@ -23,9 +23,9 @@ from mammut_video.train.data import (
     FrameCache,
     Sample,
     TrainClips,
+    clip_groups,
     corpus,
     decode_once,
-    group_by_clip,
     load_split,
     parse_spec,
     samples_of,
@@ -56,7 +56,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     frames = config.frames or int(start["num_frames"])
     settings = {**config.settings(), "task": task, "frames": frames, "train": train_identity, "val": val_identity,
                 "start": start["identity"]}
-    groups = group_by_clip(train, task)
+    groups = clip_groups(train, task)
     with init_distributed(config.device) as ctx:
         Geometry(int(config.resolved("batch_size")), ctx.world_size, config.grad_accum, len(groups)).steps_per_epoch
         open_run_dir(files.root, files.results, settings, config.resume, config.overwrite, ctx)
