@@ -54,6 +54,7 @@ def test_loss_goes_down_checkpoints_load_and_frozen_parts_stay(data: dict, tmp_p
                       "--freeze", "tubes")) == 0
     losses = _losses(out)
     assert len(losses) == 8 and sum(losses[-2:]) / 2 < 0.8 * losses[0]
+    assert all(r["step_s"] > 0 and r["data_s"] >= 0 for r in _records(out))
     assert {p.name for p in out.iterdir()} >= {"metrics.jsonl", "settings.json", "train_state.pt", "last", "best",
                                                 "curves.png", "tokenizer.model"}
     vals = _records(out, "val")

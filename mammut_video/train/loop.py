@@ -178,11 +178,11 @@ class Trainer:
         last_loss = None
         self.train_seconds, self.train_samples = 0.0, 0  # optimizer steps of this call only
         while stopped is None:
-            for micro_batches in self._epoch_batches():
+            for micro_batches, waited in self._epoch_batches():
                 stopped = self._stop_reason()
                 if stopped:
                     break
-                record = self._step(micro_batches)
+                record = self._step(micro_batches, waited)
                 pos.elapsed = self._agreed(start_elapsed + time.monotonic() - started)
                 last_loss = record.get("loss", last_loss)
                 self._after_step(record, bar)
@@ -236,7 +236,8 @@ class Trainer:
         return None
 
     def _epoch_batches(self):
-        """This epoch's remaining steps, each a list of ``accum`` micro-batches (collated clips)."""
+        """This epoch's remaining steps, each a list of ``accum`` micro-batches (collated clips) and the
+        seconds spent waiting for them (decoding not done ahead by the loader's workers)."""
         g, pos = self.geometry, self.position
         order = epoch_order(self.train_data, pos.epoch, self.config.seed, self.ctx.rank, g.world)
         order = order[pos.epoch_step * g.per_rank: g.steps_per_epoch * g.per_rank]
@@ -245,7 +246,9 @@ class Trainer:
             return
         loader = iter(epoch_loader(self.train_data, order, g.micro, self.config.workers))
         for _ in range(pos.epoch_step, g.steps_per_epoch):
-            yield [next(loader) for _ in range(g.accum)]
+            started = time.perf_counter()
+            micro_batches = [next(loader) for _ in range(g.accum)]
+            yield micro_batches, time.perf_counter() - started
 
     def _agreed(self, value: float) -> float:
         """The mean of ``value`` over the processes, so that every one takes the same time decisions."""
@@ -273,8 +276,9 @@ class Trainer:
             self._checkpoint(validate=False)
 
     # ------------------------------------------------------------------ one step
-    def _step(self, micro_batches: list[dict[str, Any]]) -> dict[str, Any]:
-        """One optimizer step over this process's micro-batches; returns its ``metrics.jsonl`` record."""
+    def _step(self, micro_batches: list[dict[str, Any]], waited: float) -> dict[str, Any]:
+        """One optimizer step over this process's micro-batches, ``waited`` seconds after asking the loader
+        for them; returns its ``metrics.jsonl`` record."""
         started = time.perf_counter()
         cfg, ctx, pos = self.config, self.ctx, self.position
         prepared = [self._prepare(b) for b in micro_batches]
@@ -301,6 +305,7 @@ class Trainer:
                                   "epoch": round(pos.epoch + pos.epoch_step / self.geometry.steps_per_epoch, 4),
                                   "lr": self.optimizer.param_groups[0]["lr"], "samples": samples, "texts": texts,
                                   "samples_per_s": samples / seconds, "texts_per_s": texts / seconds,
+                                  "step_s": round(seconds, 4), "data_s": round(waited, 4),
                                   "failed_samples": pos.failed,
                                   "failed_clips": len(self.failed_paths)}
         if kept:
