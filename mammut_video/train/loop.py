@@ -244,11 +244,12 @@ class Trainer:
         self.train_data.set_epoch(pos.epoch)
         if not order:
             return
+        started = time.perf_counter()  # the first step also waits for the loader's workers to start
         loader = iter(epoch_loader(self.train_data, order, g.micro, self.config.workers))
         for _ in range(pos.epoch_step, g.steps_per_epoch):
-            started = time.perf_counter()
             micro_batches = [next(loader) for _ in range(g.accum)]
             yield micro_batches, time.perf_counter() - started
+            started = time.perf_counter()  # the trainer asks for the next step
 
     def _agreed(self, value: float) -> float:
         """The mean of ``value`` over the processes, so that every one takes the same time decisions."""
