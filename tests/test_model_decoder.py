@@ -210,3 +210,33 @@ def test_a_cached_step_compiles_without_graph_breaks(decoder):
         explained = torch._dynamo.explain(decoder._extend)(torch.tensor([[3], [4]]), kv, cache, None, slots)
     assert explained.graph_break_count == 0, explained.break_reasons
     assert explained.graph_count == 1
+
+
+def test_cached_steps_under_autocast_cast_no_self_attention_weight_again(decoder):
+    """Under bf16 autocast a whole parameter is cast once and cached, a slice of one at every call:
+    self-attention projects q, k, v with the whole ``in_proj_weight``, so decoding steps re-cast
+    only the cross blocks' query slices, not 3 W x W per layer."""
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class CastShapes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: Counter = Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].dim() == 2:
+                self.shapes[tuple(args[0].shape)] += 1
+            return func(*args, **(kwargs or {}))
+
+    kv = _image_kv(decoder, 1)
+    w = CFG.width
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cache = decoder.empty_cache(1, 8, torch.device("cpu"))
+        decoder.generative_states(torch.tensor([[5, 6, 7]]), kv, cache)  # the first pass casts (and caches)
+        with CastShapes() as casts:
+            for token in (8, 9, 10):
+                decoder.generative_states(torch.tensor([[token]]), kv, cache)
+    weight_casts = {shape: n for shape, n in casts.shapes.items() if shape[-1] == w and shape[0] >= w}
+    assert weight_casts == {(w, w): 3 * len(decoder.cross_attn)}, weight_casts

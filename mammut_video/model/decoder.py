@@ -106,6 +106,13 @@ class Attention(nn.Module):
         k, v = F.linear(x, self.in_proj_weight[w:], self.in_proj_bias[w:]).chunk(2, dim=-1)
         return self._split(k), self._split(v)
 
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, KV]:
+        """Self-attention: (B, L, W) -> queries and keys/values (B, H, L, hd), from one product with the
+        whole ``in_proj_weight``: under autocast a whole parameter is cast once and cached, a slice of it
+        at every call (a decoding step would cast 3 W x W per layer again)."""
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return self._split(q), (self._split(k), self._split(v))
+
     def project_q(self, x: torch.Tensor) -> torch.Tensor:
         w = self.in_proj_weight.shape[1]
         return self._split(F.linear(x, self.in_proj_weight[:w], self.in_proj_bias[:w]))
@@ -162,9 +169,7 @@ class Block(nn.Module):
                      causal: bool) -> tuple[torch.Tensor, KV]:
         """Self-attention block. x (B, L, W); ``past`` maps the new K/V (B, H, L, hd) to all the K/V
         to attend (a cache writes them into its buffers), None: only these -> (x, attended K/V)."""
-        h = self.ln_1(x)
-        q = self.attn.project_q(h)
-        kv = self.attn.project_kv(h)
+        q, kv = self.attn.project_qkv(self.ln_1(x))
         if past is not None:
             kv = past(kv)
         x = x + self.attn.attend(q, kv, mask, causal)
