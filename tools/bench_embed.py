@@ -63,13 +63,13 @@ def make_clips(folder: Path, count: int, source: Path | None, size: tuple[int, i
 
 def model_only_rate(preset: str, videos: list[Path], frames: int, batch: int, device: torch.device) -> float:
     """Clips/s of ``encode_video`` alone on clips decoded and preprocessed beforehand (as embed batches them)."""
-    from mammut_video.runtime.precision import autocast
+    from mammut_video.runtime.precision import inference_autocast
 
     torch.manual_seed(0)
     model = mv.create_model(preset).eval().to(device)
     clips = [model.preprocess(read_clip(v, frames)) for v in videos]
     batches = [torch.stack(clips[i:i + batch]) for i in range(0, len(clips), batch)]
-    with torch.inference_mode(), autocast(device, None):
+    with inference_autocast(device, None):  # what embed runs under
         model.encode_video(batches[0].to(device))  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()

@@ -468,7 +468,7 @@ def main() -> None:
     model = create_model(args.preset).to(device).eval()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device}, model {args.preset}, float32, "
           f"median of interleaved runs")
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: under it autocast casts every weight again at every step (g)
         for name in args.sections:
             SECTIONS[name](model, args, device)
             if args.json:

@@ -150,9 +150,9 @@ class Encoder:
     def encode(self, video: torch.Tensor, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows of one batch: video (B, C, T, H, W) -> ``embedding`` (E,) L2-normalised in ``dtype``,
         and ``tokens`` (N, D) float16 with ``save_tokens``."""
-        from mammut_video.runtime.precision import autocast
+        from mammut_video.runtime.precision import inference_autocast
 
-        with torch.inference_mode(), autocast(self.device, self.precision):
+        with inference_autocast(self.device, self.precision):
             out = self.model.encode_video(video.to(self.device, non_blocking=True))
         embeddings = F.normalize(out.embedding.float(), dim=-1).to(self.dtype).cpu()
         tokens = out.tokens.to(torch.float16).cpu() if self.config.save_tokens else None

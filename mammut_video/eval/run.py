@@ -159,17 +159,15 @@ def _predict(task: Any, model: Any, config: EvalConfig, frames: int, device: Any
     (under ``precision`` autocast; the first batch's time is logged when the model is compiled)."""
     import time
 
-    import torch
-
     from mammut_video.data import ClipDataset, make_loader
-    from mammut_video.runtime.precision import autocast
+    from mammut_video.runtime.precision import inference_autocast
 
     first_batch = True
 
     def predict(batch: dict, decoded: list) -> list[dict]:
         nonlocal first_batch
         started = time.perf_counter()
-        with torch.inference_mode(), autocast(device, precision):
+        with inference_autocast(device, precision):
             records = task.predict(model, batch["video"].to(device), decoded)
         if first_batch and config.compile:
             log.info("first batch with torch.compile: %.1f s (compilation included)", time.perf_counter() - started)

@@ -254,7 +254,7 @@ class RetrievalTask:
     def failed(self, unit: ClipUnit, error: str) -> list[dict]:
         return [{"video_id": unit.video_id, "embedding": None, "error": error}]
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: autocast's weight casts are reused over the text batches
     def score(self, model: Any, records: dict[str, dict]) -> dict:
         """Similarity of every caption to every video; a video without an embedding ranks last."""
         texts = [c for r in self.records for c in r.captions]

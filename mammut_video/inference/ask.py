@@ -84,12 +84,10 @@ def _candidate_list(candidates: str | Path | list[str]) -> list[str]:
 
 def ask(config: AskConfig) -> list[Answer]:
     """Answer every question of ``config`` about its clip (see the module docstring)."""
-    import torch
-
     from mammut_video.eval.tasks import answer_questions
     from mammut_video.model import load_model
     from mammut_video.runtime.devices import resolve_device
-    from mammut_video.runtime.precision import autocast
+    from mammut_video.runtime.precision import inference_autocast
     from mammut_video.video import read_clip
 
     candidates = _candidate_list(config.candidates) if config.candidates is not None else None
@@ -101,7 +99,7 @@ def ask(config: AskConfig) -> list[Answer]:
     clip = read_clip(config.video, frames, start=config.start, end=config.end)
     video = model.preprocess(clip)[None].to(device)
     questions = [str(q) for q in config.questions]
-    with torch.inference_mode(), autocast(device, config.precision):
+    with inference_autocast(device, config.precision):
         if candidates is None:
             free = answer_questions(model, video, [0] * len(questions), questions,
                                     max_new_tokens=config.max_new_tokens, num_beams=config.num_beams)

@@ -89,12 +89,10 @@ def video_records(inputs: list[str | Path], start: float | None = None, end: flo
 
 def caption_videos(config: CaptionConfig) -> Iterator[CaptionResult]:
     """Caption every video of ``config``, yielding one result per file in input order."""
-    import torch
-
     from mammut_video.data import ClipDataset, make_loader
     from mammut_video.model import load_model
     from mammut_video.runtime.devices import resolve_device
-    from mammut_video.runtime.precision import autocast
+    from mammut_video.runtime.precision import inference_autocast
     from mammut_video.runtime.progress import progress
 
     given = {Path(p) for p in config.inputs if not Path(p).is_dir()}
@@ -112,7 +110,7 @@ def caption_videos(config: CaptionConfig) -> Iterator[CaptionResult]:
             for index, path, error in batch["failed"]:
                 results[index] = CaptionResult(Path(path), error=str(error), given=Path(path) in given)
             if batch["items"]:
-                with torch.inference_mode(), autocast(device, config.precision):
+                with inference_autocast(device, config.precision):
                     captions = model.caption(batch["video"].to(device), num_beams=config.num_beams,
                                              max_new_tokens=config.max_new_tokens)
                 for item, caption in zip(batch["items"], captions):
