@@ -59,6 +59,8 @@ def test_loss_goes_down_checkpoints_load_and_frozen_parts_stay(data: dict, tmp_p
                                                 "curves.png", "tokenizer.model"}
     vals = _records(out, "val")
     assert [v["step"] for v in vals] == [4, 8] and all("val_accuracy" in v and "what" in v["val_per_type"] for v in vals)
+    train_epochs = {r["step"]: r["epoch"] for r in _records(out)}
+    assert [v["epoch"] for v in vals] == [train_epochs[4], train_epochs[8]]  # the same count as the step's record
     # the corrupt clip was decoded once (--cache-clips) per segment its records name, skipped and listed
     failed = _records(out, "failed_clip")
     assert {f["path"] for f in failed} == {str(data["broken"])} and failed[0]["step"] == 0

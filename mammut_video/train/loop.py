@@ -197,9 +197,14 @@ class Trainer:
             pos.finished = True
             self._checkpoint(validate=True)
         return FinetuneResult(self.files.root.resolve(), self.task, pos.step,
-                              pos.epoch + pos.epoch_step / self.geometry.steps_per_epoch, stopped,
+                              self._epochs(), stopped,
                               pos.elapsed, self.train_samples / self.train_seconds if self.train_seconds else 0.0,
                               last_loss, len(self.failed_paths), self.last_val, self.best)
+
+    def _epochs(self) -> float:
+        """Epochs trained so far, the current one as a fraction (a record's and the result's ``epoch``)."""
+        pos = self.position
+        return round(pos.epoch + pos.epoch_step / self.geometry.steps_per_epoch, 4)
 
     def _bar(self) -> Progress:
         enabled = self.config.progress and self.ctx.is_main
@@ -303,7 +308,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         self.train_seconds, self.train_samples = self.train_seconds + seconds, self.train_samples + samples
         record: dict[str, Any] = {"kind": "train", "step": pos.step,
-                                  "epoch": round(pos.epoch + pos.epoch_step / self.geometry.steps_per_epoch, 4),
+                                  "epoch": self._epochs(),
                                   "lr": self.optimizer.param_groups[0]["lr"], "samples": samples, "texts": texts,
                                   "samples_per_s": samples / seconds, "texts_per_s": texts / seconds,
                                   "step_s": round(seconds, 4), "data_s": round(waited, 4),
@@ -413,7 +418,7 @@ class Trainer:
         result = validate(self.model, self.val, self.task, frames=self.train_data.num_frames,
                           batch_size=max(1, self.geometry.micro), workers=cfg.workers, device=self.ctx.device,
                           precision=cfg.precision, cache=self.val_cache)
-        record = {"kind": "val", "step": self.position.step, "epoch": self.position.epoch, **result,
+        record = {"kind": "val", "step": self.position.step, "epoch": self._epochs(), **result,
                   "seconds": round(time.monotonic() - started, 2)}
         self.last_val = record
         if self.log_file is not None:
