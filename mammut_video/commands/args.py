@@ -86,8 +86,8 @@ def add_precision(group: argparse._ArgumentGroup) -> None:
 
 def add_compile(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--compile", action="store_true",
-                       help="compile the video encoder and the decoder's cached step with torch.compile: the "
-                            "first batches pay the compilation (minutes on a CPU), the outputs are the same; "
+                       help="compile the video encoder (and, for commands that generate text, the decoder's cached "
+                            "step) with torch.compile: the first batches pay the compilation (minutes on a CPU), the outputs are the same; "
                             "worth it on a GPU for long runs (default: off)")
 
 

@@ -110,8 +110,8 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
         qa.add_argument("--question-batch", type=positive_int, default=64, metavar="Q",
                         help="--protocol generate: questions decoded together (default: 64)")
         qa.add_argument("--rank-batch", type=positive_int, default=256, metavar="R",
-                        help="--protocol rank: (question, candidate) pairs scored per decoder pass; lower it if "
-                             "memory runs out (default: 256)")
+                        help="--protocol rank: (question, answer prefix) positions per decoder pass (candidates "
+                             "sharing a prefix share its position); lower it if memory runs out (default: 256)")
     else:
         p.set_defaults(protocol=None, answer_list=None, question_batch=64, rank_batch=256)
     if info.kind == "caption":

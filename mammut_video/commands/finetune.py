@@ -57,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                 "uninterrupted run; refused when the settings differ (default: off)")
     run.add_argument("--val-every", type=positive_int, metavar="N",
                      help="validate (and save last/, best/, train_state.pt) every N steps (default: at the end of "
-                          "each epoch and of the run)")
+                          "an epoch, but at most about ten times a run, and at the end of the run)")
     run.add_argument("--save-every", type=positive_int, metavar="N",
                      help="save last/ and train_state.pt every N steps besides the validations (default: only "
                           "with the validations)")
