@@ -341,3 +341,31 @@ def test_files_that_are_not_utf8_name_the_file(tmp_path):
     mapping.write_bytes(latin1 + b"_1_2 vid1\n")
     with pytest.raises(AnnotationError, match=r"youtube_mapping.txt: not UTF-8 text"):
         read_youtube_mapping(mapping)
+
+
+def test_videos_next_to_the_annotations_win_over_same_named_clips_elsewhere(synth, tmp_path):
+    """A root holding several datasets: the annotation file's own videos (here too deep to be seen
+    from the root) are taken, not a few same-named clips in another dataset's folder; another
+    folder is taken only when it holds more of the named videos."""
+    deep = tmp_path / "projects" / "demo"
+    shutil.copytree(synth["msrvtt"], deep / "msrvtt")
+    decoy = tmp_path / "real" / "msrvtt"
+    decoy.mkdir(parents=True)
+    test_videos = sorted({r.video for r in load_qa("msrvtt-qa", "test", data_root=synth["msrvtt"]).records})
+    shutil.copy(test_videos[0], decoy / test_videos[0].name)
+    qa = load_qa("msrvtt-qa", "test", data_root=tmp_path)
+    assert qa.annotation_file.is_relative_to(deep) and qa.video_dir == deep / "msrvtt" / "videos" / "all"
+    assert not qa.missing_videos
+
+    # the annotation's folder holds one of its clips, another folder all of them: the other folder
+    train_videos = sorted({r.video for r in load_qa("msrvtt-qa", "train", data_root=synth["msrvtt"]).records})
+    assert len(train_videos) > 1
+    ann_only = tmp_path / "second"
+    (ann_only / "msrvtt_qa").mkdir(parents=True)
+    shutil.copy(synth["msrvtt"] / "msrvtt_qa" / "train_qa.json", ann_only / "msrvtt_qa" / "train_qa.json")
+    (ann_only / "clips").mkdir()
+    shutil.copy(train_videos[0], ann_only / "clips" / train_videos[0].name)
+    full = tmp_path / "third" / "MSRVTT"
+    shutil.copytree(synth["msrvtt"] / "videos", full)
+    qa = load_qa("msrvtt-qa", "train", data_root=tmp_path, annotations=ann_only / "msrvtt_qa" / "train_qa.json")
+    assert qa.video_dir == tmp_path and not qa.missing_videos  # the common parent of the folders with its clips

@@ -50,7 +50,7 @@ def _video_dir(what: str, stems: list[str], ann: Path, data_root: Path | None, v
     if videos is not None:
         return videos
     root = data_root if data_root is not None else ann.parent.parent
-    return find_video_dir(root, set(stems).__contains__, what, scan(root))
+    return find_video_dir(root, set(stems).__contains__, what, scan(root), near=ann.parent.parent)
 
 
 def _finish(dataset: str, split: str, ann: Path, video_dir: Path, items: list[tuple[str, list[str]]],

@@ -93,25 +93,42 @@ def find_annotation(root: Path, names: Sequence[str], what: str,
     return Path(best[3])
 
 
+def _matching_videos(scanned: Sequence[ScannedDir], wanted: Callable[[str], bool]) -> dict[Path, set[str]]:
+    """Folder -> the stems of its video files that ``wanted`` names, for folders holding any."""
+    hits = {}
+    for d in scanned:
+        stems = {os.path.splitext(f)[0] for f in d.files if is_video_file(f)}
+        if named := {s for s in stems if wanted(s)}:
+            hits[d.path] = named
+    return hits
+
+
 def find_video_dir(root: Path, wanted: Callable[[str], bool], what: str,
-                   scanned: list[ScannedDir] | None = None) -> Path:
+                   scanned: list[ScannedDir] | None = None, near: Path | None = None) -> Path:
     """The folder under ``root`` holding the videos this dataset names.
 
     ``wanted(stem)`` says whether a file stem is one of the dataset's videos. When matching
     videos lie in several folders (MSR-VTT's TrainValVideo/ and TestVideo/) their common
-    parent is returned; loaders then index it recursively.
+    parent is returned; loaders then index it recursively. ``near``: the annotation file's
+    dataset folder (inside ``root``), searched first, as deep again; the search over ``root``
+    wins only when it finds more of the named videos (a root holding several datasets or copies
+    can hold clips with the same names, or the annotation's own videos too deep to be seen).
     """
     if not root.is_dir():
         raise DatasetNotFoundError(f"{what}: data root {root} is not a folder")
     scanned = scan(root) if scanned is None else scanned
-    hits = [d.path for d in scanned
-            if any(is_video_file(f) and wanted(os.path.splitext(f)[0]) for f in d.files)]
+    hits = _matching_videos(scanned, wanted)
+    if near is not None and near != root and near.is_relative_to(root) and near.is_dir():
+        near_hits = _matching_videos(scan(near), wanted)
+        if near_hits and len(set().union(*near_hits.values())) >= len(set().union(*hits.values())):
+            hits = near_hits
     if not hits:
         raise DatasetNotFoundError(
             f"{what}: no video files ({', '.join(VIDEO_EXTENSIONS)}) named as this dataset expects "
             f"under {root} (searched {len(scanned)} folders, {MAX_DEPTH} levels deep):\n"
             f"{_listing(scanned)}\nPass the folder with --videos.")
-    return hits[0] if len(hits) == 1 else Path(os.path.commonpath(hits))
+    folders = list(hits)
+    return folders[0] if len(folders) == 1 else Path(os.path.commonpath(folders))
 
 
 class VideoIndex:

@@ -251,7 +251,8 @@ def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = No
         video_dir = root if root is not None else ann.parent
     else:
         search_root = root if root is not None else ann.parent.parent
-        video_dir = find_video_dir(search_root, set(stems).__contains__, f"{dataset} {split} videos")
+        video_dir = find_video_dir(search_root, set(stems).__contains__, f"{dataset} {split} videos",
+                                   near=ann.parent.parent)
     resolver.bind(video_dir)
     records, paths = [], {}
     for r, stem in zip(raw, stems):
