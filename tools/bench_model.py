@@ -59,7 +59,7 @@ import torch
 
 import mammut_video  # noqa: F401  (torchvision guard before timm)
 from mammut_video.eval.tasks import answer_questions
-from mammut_video.model import create_model
+from mammut_video.model import create_model, list_presets
 from mammut_video.model.generation import generate, left_pad
 from mammut_video.model.ranking import AnswerTrie, score_answers
 from mammut_video.runtime.precision import autocast
@@ -438,7 +438,8 @@ SECTIONS = {"a": bench_encoder, "b": bench_generation, "c": bench_beam, "d": ben
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS))
-    parser.add_argument("--preset", default="mammut-video-B-16")
+    parser.add_argument("--preset", default="mammut-video-B-16", choices=list_presets(),
+                        help="the model, random weights (default: mammut-video-B-16)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's); 1 is steadier on a "
                                                     "machine other processes load, where a parallel op waits for "
