@@ -244,3 +244,27 @@ def test_vector_of_the_wrong_width_and_empty_folders(index_dir: dict, tmp_path: 
 
 def test_format_time() -> None:
     assert [format_time(s) for s in (0, 5.25, 83.5, 3723)] == ["0:00.0", "0:05.2", "1:23.5", "1:02:03.0"]
+
+
+@pytest.mark.parametrize("weight, warned", [(0.0, True), (1.0, False)])
+def test_text_search_warns_when_the_text_embedding_was_never_trained(tmp_path: Path, capsys, weight: float,
+                                                                    warned: bool) -> None:
+    """A model fine-tuned from a preset with --contrastive-weight 0 (QA only) has a random text
+    embedding: a text query says so on stderr, once; a video query, or a model trained with the
+    contrastive pass, does not."""
+    torch.manual_seed(0)
+    model = mv.create_model("mammut-video-tiny")
+    model.provenance = {"source": "mammut-video", "finetune": {"step": 5, "task": "qa", "train": "qa.jsonl",
+                                                               "preset": "mammut-video-tiny",
+                                                               "contrastive_weight": weight}}
+    model.save_pretrained(str(tmp_path / "ckpt"))
+    write_clip(tmp_path / "videos" / "a.mp4", moving_pattern(16, 64, 64, seed=0), fps=8)
+    mv.embed_folder(tmp_path / "videos", out=tmp_path / "out", checkpoint=tmp_path / "ckpt", frames=FRAMES,
+                    workers=0, progress=False)
+    assert main(["search", str(tmp_path / "out"), "--video", str(tmp_path / "videos" / "a.mp4")]) == 0
+    assert "never trained" not in capsys.readouterr().err
+    index = mv.EmbeddingIndex(tmp_path / "out")
+    assert index.text_embedding_untrained() is warned
+    assert main(["search", str(tmp_path / "out"), "a red square"]) == 0
+    err = capsys.readouterr().err
+    assert ("text embedding was never trained" in err) is warned and err.count("never trained") <= 1

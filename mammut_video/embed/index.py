@@ -100,6 +100,7 @@ class EmbeddingIndex:
         self.device = torch.device(device)
         self.chunk_rows = chunk_rows
         self._model: Any = None
+        self._warned = False  # text_embedding_untrained() said once
 
     @property
     def width(self) -> int:
@@ -116,8 +117,19 @@ class EmbeddingIndex:
             self._model = load_embedding_model(self.identity, self.device)
         return self._model
 
+    def text_embedding_untrained(self) -> bool:
+        """Whether the query model was fine-tuned from random weights without the contrastive pass
+        (``--contrastive-weight 0``): its text embedding never learned, and text queries rank at random."""
+        tuned = (getattr(self.model, "provenance", None) or {}).get("finetune") or {}
+        return "preset" in tuned and tuned.get("contrastive_weight") == 0
+
     def encode_text(self, text: str) -> torch.Tensor:
         """The contrastive text embedding of ``text``: float32 (E,), L2-normalised."""
+        if not self._warned and self.text_embedding_untrained():
+            self._warned = True
+            log.warning("checkpoint %s was fine-tuned from a preset with --contrastive-weight 0: its text "
+                        "embedding was never trained, so text queries rank at random (video queries still work)",
+                        self.identity.get("checkpoint"))
         with torch.inference_mode():
             return self.model.encode_text([text], normalize=True)[0].float().cpu()
 

@@ -437,6 +437,9 @@ class Trainer:
     def _save_checkpoint(self, path: Path) -> None:
         from mammut_video.checkpoint import save_pretrained
 
+        cfg = self.config
+        start = {"preset": cfg.preset} if cfg.preset is not None else {"checkpoint": str(cfg.checkpoint)}
         provenance = {"source": "mammut-video",
-                      "finetune": {"step": self.position.step, "task": self.task, "train": self.config.train}}
+                      "finetune": {"step": self.position.step, "task": self.task, "train": cfg.train, **start,
+                                   "contrastive_weight": float(cfg.contrastive_weight)}}
         save_pretrained(self.model, path, provenance=provenance)
