@@ -180,6 +180,8 @@ def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, c
     assert "--resume" in capsys.readouterr().err
     assert main(_args(data, out, "--steps", "2", "--cache-clips", "--resume")) == 2
     assert "steps: 1 before, 2 now" in capsys.readouterr().err
+    capsys.readouterr()
     assert main(_args(data, out, "--steps", "1", "--cache-clips", "--resume")) == 0  # already finished
+    assert "had already finished at step 1" in capsys.readouterr().out
     assert main(_args(data, out, "--steps", "1", "--cache-clips", "--overwrite")) == 0
     assert len(_records(out)) == 1

@@ -173,10 +173,13 @@ def run_finetune(args: argparse.Namespace) -> int:
     if not _is_main():  # a torchrun rank other than 0: rank 0 reports
         return 0
     files = result.files
-    how = {"steps": "the step count", "epochs": "the epoch count", "max_time": "the time budget",
-           "finished": "already finished"}[result.stopped]
-    print(f"finetune {result.task}: {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s, "
-          f"stopped at {how}; {result.samples_per_s:.1f} samples/s")
+    if result.stopped == "finished":
+        print(f"finetune {result.task}: the run in {files.root} had already finished at step {result.steps} "
+              f"({result.epochs:.2f} epochs); nothing trained (--overwrite starts again)")
+    else:
+        how = {"steps": "the step count", "epochs": "the epoch count", "max_time": "the time budget"}[result.stopped]
+        print(f"finetune {result.task}: {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s, "
+              f"stopped at {how}; {result.samples_per_s:.1f} samples/s")
     if result.train_loss is not None:
         print(f"last training loss: {result.train_loss:.4f}")
     if result.val:
