@@ -162,12 +162,13 @@ def test_clear_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
-def test_rank_protocol_picks_from_answer_list(setup: dict, tmp_path: Path) -> None:
+def test_rank_protocol_picks_from_answer_list(setup: dict, tmp_path: Path, capsys) -> None:
     answers = tmp_path / "answers.txt"
     answers.write_text("red\nblue\ncircle\n2\n")
     out = tmp_path / "rank"
     assert _eval(setup, "msrvtt-qa", "msrvtt", out, "--protocol", "rank", "--answer-list", str(answers),
                  "--limit", "12") == 0
+    assert "evaluating the first 12 (--limit)" in capsys.readouterr().err  # not only the split's size
     preds = _lines(out / "predictions.jsonl")
     assert len(preds) == 12
     predicted = {p["prediction"] for p in preds if p["prediction"] is not None}

@@ -224,7 +224,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     result = EvalResult(config.task, split.split, out_dir.resolve())
     with init_distributed(config.device) as ctx:
         if ctx.is_main:
-            log.info(split.summary())
+            log.info(split.summary() + (f"; evaluating the first {config.limit} (--limit)" if config.limit else ""))
         precision = config.precision or default_precision(ctx.device)
         settings["precision"] = precision  # bf16 / fp16 predictions differ a little from fp32's
         store = PredictionStore(out_dir, task.key, ctx.rank, ctx.world_size)
