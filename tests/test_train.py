@@ -223,8 +223,33 @@ def test_each_step_says_how_long_it_waited_for_its_clips(monkeypatch):
     monkeypatch.setattr(loop, "epoch_loader", SlowLoader)
     t = SimpleNamespace(geometry=SimpleNamespace(steps_per_epoch=3, per_rank=4, micro=2, accum=2, world=1),
                         position=SimpleNamespace(epoch=0, epoch_step=0),
-                        train_data=SimpleNamespace(set_epoch=lambda epoch: None), config=SimpleNamespace(seed=0, workers=0), ctx=SimpleNamespace(rank=0))
-    steps = list(Trainer._epoch_batches(t))
+                        train_data=SimpleNamespace(set_epoch=lambda epoch: None),
+                        config=SimpleNamespace(seed=0, workers=0), ctx=SimpleNamespace(rank=0))
+    steps = []
+    for step in Trainer._epoch_batches(t):
+        steps.append(step)
+        time.sleep(0.05)  # the step itself (and any validation) is not waiting for data
     assert [batches for batches, _ in steps] == [[[0, 1], [2, 3]], [[4, 5], [6, 7]], [[8, 9], [10, 11]]]
     waits = [waited for _, waited in steps]
     assert waits[0] >= 0.05 and waits[1] >= 0.05 and waits[2] < 0.05
+
+
+def test_checkpoints_say_whether_the_text_embedding_ever_trained():
+    """Trained by this run's contrastive pass, else what the start says: never from a preset or a
+    decoder imported fresh, inherited from a fine-tuned start, unknown for older checkpoints."""
+    from types import SimpleNamespace
+
+    from mammut_video.train.loop import Trainer
+
+    def trained(weight: float, preset: str | None, start: dict) -> bool | None:
+        t = SimpleNamespace(config=SimpleNamespace(contrastive_weight=weight, preset=preset))
+        return Trainer._text_embedding_trained(t, start)
+
+    tuned = {"source": "mammut-video", "finetune": {"step": 3}}
+    assert trained(1.0, "mammut-video-tiny", {}) is True
+    assert trained(0.0, "mammut-video-tiny", {}) is False
+    assert trained(0.0, None, {"source": "timm", "fresh": ["text decoder"]}) is False
+    assert trained(0.0, None, {"source": "openmammut", "fresh": []}) is True
+    assert trained(0.0, None, {**tuned, "finetune": {"text_embedding_trained": False}}) is False
+    assert trained(0.0, None, {**tuned, "finetune": {"text_embedding_trained": True}}) is True
+    assert trained(0.0, None, tuned) is None

@@ -70,6 +70,7 @@ def test_loss_goes_down_checkpoints_load_and_frozen_parts_stay(data: dict, tmp_p
     # where it started and whether the text embedding trained (search warns about a QA-only model)
     assert last.provenance["finetune"]["preset"] == "mammut-video-tiny"
     assert last.provenance["finetune"]["contrastive_weight"] == 0.0
+    assert last.provenance["finetune"]["text_embedding_trained"] is False
     assert json.loads((out / "best" / "config.json").read_text())["provenance"]["finetune"]["step"] in (4, 8)
     # the frozen tubes (image tube = patch embedding too) are exactly the initial ones, the rest moved
     torch.manual_seed(0)

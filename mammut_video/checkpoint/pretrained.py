@@ -62,6 +62,19 @@ def _unshared(state_dict: StateDict) -> StateDict:
     return out
 
 
+def text_embedding_trained(provenance: dict[str, Any]) -> bool | None:
+    """Whether a checkpoint's contrastive text embedding was ever trained, from its provenance:
+    False for a decoder imported fresh (timm, open_clip ``convert``) or fine-tuned from such a start
+    without the contrastive pass, True once the contrastive pass trained it or for openMaMMUT, None
+    when the record does not say (checkpoints saved before it was recorded)."""
+    tuned = provenance.get("finetune")
+    if isinstance(tuned, dict):
+        return tuned.get("text_embedding_trained")
+    if "text decoder" in (provenance.get("fresh") or []):
+        return False
+    return True if provenance.get("source") == "openmammut" else None
+
+
 def foreign_files(path: str | os.PathLike) -> list[str]:
     """Names in the existing directory ``path`` that a checkpoint saved there would not own.
 

@@ -118,18 +118,20 @@ class EmbeddingIndex:
         return self._model
 
     def text_embedding_untrained(self) -> bool:
-        """Whether the query model was fine-tuned from random weights without the contrastive pass
-        (``--contrastive-weight 0``): its text embedding never learned, and text queries rank at random."""
-        tuned = (getattr(self.model, "provenance", None) or {}).get("finetune") or {}
-        return "preset" in tuned and tuned.get("contrastive_weight") == 0
+        """Whether the query model's provenance says its text embedding was never trained (a decoder
+        imported fresh, or fine-tuned from random weights without the contrastive pass): text queries
+        then rank at random."""
+        from mammut_video.checkpoint.pretrained import text_embedding_trained
+
+        return text_embedding_trained(getattr(self.model, "provenance", None) or {}) is False
 
     def encode_text(self, text: str) -> torch.Tensor:
         """The contrastive text embedding of ``text``: float32 (E,), L2-normalised."""
         if not self._warned and self.text_embedding_untrained():
             self._warned = True
-            log.warning("checkpoint %s was fine-tuned from a preset with --contrastive-weight 0: its text "
-                        "embedding was never trained, so text queries rank at random (video queries still work)",
-                        self.identity.get("checkpoint"))
+            log.warning("checkpoint %s: its text embedding was never trained (a decoder imported fresh, or "
+                        "fine-tuned without --contrastive-weight), so text queries rank at random; video queries "
+                        "still work", self.identity.get("checkpoint"))
         with torch.inference_mode():
             return self.model.encode_text([text], normalize=True)[0].float().cpu()
 

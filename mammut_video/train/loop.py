@@ -133,6 +133,7 @@ class Trainer:
         self.failed_paths: set[str] = set()  # distinct clips that could not be decoded
         self.first_failure: str | None = None
         self.metric = "val_accuracy" if task == "qa" else "val_cider"
+        self.text_trained = self._text_embedding_trained(getattr(model, "provenance", None) or {})
 
     # ------------------------------------------------------------------ set-up
     def _total_steps(self) -> int | None:
@@ -434,6 +435,15 @@ class Trainer:
         self._save_checkpoint(self.files.last)
         save_state(self.files.state, self.state_dict())
 
+    def _text_embedding_trained(self, start: dict[str, Any]) -> bool | None:
+        """The saved checkpoints' ``text_embedding_trained``: True when this run trains the contrastive
+        pass, otherwise what the start had (False from a preset; None when a checkpoint does not say)."""
+        from mammut_video.checkpoint.pretrained import text_embedding_trained
+
+        if self.config.contrastive_weight > 0:
+            return True
+        return False if self.config.preset is not None else text_embedding_trained(start)
+
     def _save_checkpoint(self, path: Path) -> None:
         from mammut_video.checkpoint import save_pretrained
 
@@ -441,5 +451,6 @@ class Trainer:
         start = {"preset": cfg.preset} if cfg.preset is not None else {"checkpoint": str(cfg.checkpoint)}
         provenance = {"source": "mammut-video",
                       "finetune": {"step": self.position.step, "task": self.task, "train": cfg.train, **start,
-                                   "contrastive_weight": float(cfg.contrastive_weight)}}
+                                   "contrastive_weight": float(cfg.contrastive_weight),
+                                   "text_embedding_trained": self.text_trained}}
         save_pretrained(self.model, path, provenance=provenance)
