@@ -2,6 +2,7 @@ import csv
 import json
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -343,7 +344,7 @@ def test_files_that_are_not_utf8_name_the_file(tmp_path):
         read_youtube_mapping(mapping)
 
 
-def test_videos_next_to_the_annotations_win_over_same_named_clips_elsewhere(synth, tmp_path):
+def test_videos_next_to_the_annotations_win_over_same_named_clips_elsewhere(synth, tmp_path, monkeypatch):
     """A root holding several datasets: the annotation file's own videos (here too deep to be seen
     from the root) are taken, not a few same-named clips in another dataset's folder; another
     folder is taken only when it holds more of the named videos."""
@@ -356,6 +357,13 @@ def test_videos_next_to_the_annotations_win_over_same_named_clips_elsewhere(synt
     qa = load_qa("msrvtt-qa", "test", data_root=tmp_path)
     assert qa.annotation_file.is_relative_to(deep) and qa.video_dir == deep / "msrvtt" / "videos" / "all"
     assert not qa.missing_videos
+    (tmp_path / "linked").symlink_to(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ann = deep / "msrvtt" / "msrvtt_qa" / "test_qa.json"
+    # a relative root with the annotation file named absolutely; a root through a symlink
+    for root, annotations in ((Path("."), ann), (tmp_path / "linked", None), (tmp_path / "linked", ann)):
+        qa = load_qa("msrvtt-qa", "test", data_root=root, annotations=annotations)
+        assert qa.video_dir.resolve() == (deep / "msrvtt" / "videos" / "all").resolve() and not qa.missing_videos
 
     # the annotation's folder holds one of its clips, another folder all of them: the other folder
     train_videos = sorted({r.video for r in load_qa("msrvtt-qa", "train", data_root=synth["msrvtt"]).records})
