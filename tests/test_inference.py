@@ -241,7 +241,9 @@ def test_ask_in_bf16_casts_each_weight_once_not_at_every_step(ckpt: Path, clip_f
         count = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._to_copy.default and tuple(args[0].shape) == head_shape:
+            # a cast reaches the dispatcher as _to_copy, or as to.dtype under inference_mode
+            casts = (torch.ops.aten._to_copy.default, torch.ops.aten.to.dtype)
+            if func in casts and tuple(args[0].shape) == head_shape:
                 HeadCasts.count += 1
             return func(*args, **(kwargs or {}))
 

@@ -226,7 +226,7 @@ def test_cached_steps_under_autocast_cast_no_self_attention_weight_again(decoder
             self.shapes: Counter = Counter()
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func is torch.ops.aten._to_copy.default and args[0].dim() == 2:
+            if func in (torch.ops.aten._to_copy.default, torch.ops.aten.to.dtype) and args[0].dim() == 2:
                 self.shapes[tuple(args[0].shape)] += 1
             return func(*args, **(kwargs or {}))
 

@@ -62,7 +62,7 @@ from mammut_video.eval.tasks import answer_questions
 from mammut_video.model import create_model, list_presets
 from mammut_video.model.generation import generate, left_pad
 from mammut_video.model.ranking import AnswerTrie, score_answers
-from mammut_video.runtime.precision import autocast
+from mammut_video.runtime.precision import inference_autocast
 from mammut_video.text.prompts import qa_prompt_ids
 
 REALDATA_ANSWERS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "msvd" / "violet_txt_msvd-qa.json"
@@ -418,14 +418,15 @@ def bench_precision(model, args, device) -> None:
     questions = [f"what is the person number {i} doing in the video?" for i in range(24 * batch)]
     clip_index = [q // 24 for q in range(len(questions))]
     for precision in args.precisions:
-        with autocast(device, precision):
-            def caption() -> None:
+        def caption() -> None:  # one autocast context per call, as eval and caption have one per batch
+            with inference_autocast(device, precision):
                 model.caption(clips, max_new_tokens=30)
 
-            def answer() -> None:
+        def answer() -> None:
+            with inference_autocast(device, precision):
                 answer_questions(model, clips, clip_index, questions, batch_size=64)
 
-            (c, _), (q, _) = median_ms([caption, answer], args.gen_repeats, device)
+        (c, _), (q, _) = median_ms([caption, answer], args.gen_repeats, device)
         print(f"{precision:>9} | {batch / c * 1000:>8.2f} | {len(questions) / q * 1000:>11.1f}")
         record("g", precision=precision, clips=batch, clips_per_s=batch / c * 1000,
                questions=len(questions), questions_per_s=len(questions) / q * 1000)

@@ -202,7 +202,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     from mammut_video.model import load_model
     from mammut_video.runtime.distributed import init_distributed
     from mammut_video.runtime.loop import run_sharded
-    from mammut_video.runtime.precision import autocast, default_precision
+    from mammut_video.runtime.precision import default_precision, inference_autocast
     from mammut_video.runtime.rundir import open_run_dir, write_json
 
     info = task_info(config.task)
@@ -241,7 +241,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         def score() -> tuple[dict, dict[str, dict]]:
             merged = merge_predictions(out_dir, task.key, order)
             try:
-                with autocast(ctx.device, precision):  # retrieval embeds its texts here
+                with inference_autocast(ctx.device, precision):  # retrieval embeds its texts here
                     return task.score(model, merged), merged
             except CaptionMetricsError as err:
                 raise CaptionMetricsError(f"{err}. The captions are saved in {result.predictions_path}: fix this "
