@@ -59,7 +59,7 @@ def inference_autocast(device: "torch.device", precision: str | None) -> Iterato
 
     ``torch.no_grad``, not ``torch.inference_mode``: autocast keeps a parameter's bf16/fp16 copy for
     the rest of the context only outside inference mode. Inside it every decoding step casts every
-    weight again (B-16, one clip, bf16 on the CPU: 87 ms per generated token instead of 33).
+    weight again (B-16, one clip, bf16 on the CPU: 84-87 ms per generated token instead of 39-41).
     """
     import torch
 
