@@ -221,3 +221,30 @@ def test_quick_report_runs_end_to_end(tmp_path: Path) -> None:
         assert what in table
     assert table in doc.read_text()
     assert readme.read_text() == f"before\n{bench.START}\n{table}\n{bench.END}\nafter\n"
+
+
+def test_precision_row_compares_each_precision_with_fp32() -> None:
+    data = {"preset": "mammut-video-B-16", "threads": 0, "records": [
+        {"section": "g", "precision": "fp32", "clips": 8, "frames": 32, "clips_per_s": 4.0,
+         "questions": 192, "questions_per_s": 100.0},
+        {"section": "g", "precision": "bf16", "clips": 8, "frames": 32, "clips_per_s": 10.0,
+         "questions": 192, "questions_per_s": 150.0}]}
+    (row,) = bench.precision_rows(data, "cmd", MACHINE)
+    assert "B-16, 8 32-frame clips" in row.what and "192 questions, 24 per clip" in row.what
+    assert row.result == ("fp32 **4.00** clips/s, 100.0 questions/s; "
+                          "bf16 **10.00** clips/s, 150.0 questions/s (2.50x / 1.50x fp32's)")
+    argv = bench.model_argv(bench.Context("cuda", 0, False, 60.0, Path("."), MACHINE, MACHINE), "g")
+    assert argv[argv.index("--precisions") + 1:][:3] == ["fp32", "bf16", "fp16"]
+
+
+def test_the_precision_part_runs_only_on_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    ran: list[str] = []
+
+    def part(name: str):
+        return lambda ctx: ran.append(name) or [bench.Row(name, "**1.0x**", "cmd", MACHINE)]
+
+    monkeypatch.setattr(bench, "PARTS", {"precision": part("precision"), "fine": part("fine")})
+    args = ["--doc", str(tmp_path / "b.md"), "--readme", str(tmp_path / "none.md"), "--skip", "learning-proof"]
+    assert bench.main(args) == 0 and ran == ["fine"]
+    assert "precision: with --device cuda only" in capsys.readouterr().err
+    assert bench.main([*args, "--device", "cuda"]) == 0 and ran == ["fine", "precision", "fine"]

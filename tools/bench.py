@@ -14,6 +14,8 @@ Parts (``--skip`` takes these names):
   eval            ``mammut-video eval msrvtt-qa`` (generate protocol) with a random-weight tiny checkpoint on a
                   synthetic MSR-VTT-QA test split: questions/s as eval reports it, and the process's wall time
   train           bench_train's fp32 configuration of the tiny preset (its ``--one``): samples/s
+  precision       bench_model (g), with --device cuda only: B-16 encode + caption clips/s and eval-style
+                  questions/s in fp32, bf16 and fp16 (on a CPU bf16 is no guide to a GPU; skipped there)
   learning-proof  not run: read from docs/learning_proof.json (one row per run), one row when missing
 
 The table goes to stdout, to docs/benchmarks.md (with the date and the machine) and between the markers
@@ -191,6 +193,23 @@ def rank_rows(data: dict, command: str, machine: str) -> list[Row]:
     return [Row(what, result, command, machine)]
 
 
+def precision_rows(data: dict, command: str, machine: str) -> list[Row]:
+    """The row of bench_model (g): clips/s of encode + caption and questions/s per precision, against fp32."""
+    runs = {r["precision"]: r for r in data.get("records", []) if r["section"] == "g"}
+    base = runs["fp32"]
+    what = (f"Precision: encode + caption clips/s and eval's generate protocol questions/s "
+            f"({short_preset(data['preset'])}, {base['clips']} {base['frames']}-frame clips, captions of 30 new "
+            f"tokens; {base['questions']} questions, 24 per clip, 10 new tokens; medians)")
+    parts = []
+    for name, r in runs.items():
+        text = f"{name} **{r['clips_per_s']:.2f}** clips/s, {r['questions_per_s']:.1f} questions/s"
+        if name != "fp32":
+            text += (f" ({r['clips_per_s'] / base['clips_per_s']:.2f}x / "
+                     f"{r['questions_per_s'] / base['questions_per_s']:.2f}x fp32's)")
+        parts.append(text)
+    return [Row(what, "; ".join(parts), command, machine)]
+
+
 def memory_rows(data: dict, command: str, machine: str) -> list[Row]:
     """The row of bench_model (e): peak memory of answering 64 questions about one clip."""
     (r,) = [r for r in data.get("records", []) if r["section"] == "e"]
@@ -347,7 +366,7 @@ def rows_or_error(make: Callable[[], list[Row]]) -> tuple[list[Row], str | None]
 
 
 def model_argv(ctx: Context, section: str) -> list[str]:
-    """bench_model's arguments for section a, b, d or e."""
+    """bench_model's arguments for section a, b, d, e or g."""
     argv = ["tools/bench_model.py", "--sections", section, "--device", ctx.device]
     argv += ["--preset", "mammut-video-tiny"] if ctx.quick else []
     if section == "a":
@@ -356,6 +375,9 @@ def model_argv(ctx: Context, section: str) -> list[str]:
         argv += ["--rank-questions", "1" if ctx.quick else "2", "--rank-repeats", "1"]
     elif section == "e":
         argv += ["--memory-repeats", "1" if ctx.quick else "3"]
+    elif section == "g":
+        argv += ["--precisions", "fp32", "bf16", "fp16"]
+        argv += ["--clip-batch", "2", "--gen-repeats", "1"] if ctx.quick else ["--gen-repeats", "3"]
     else:
         argv += ["--gen-batch", "1", "4"]
         argv += ["--new-tokens", "8", "--gen-repeats", "1"] if ctx.quick else ["--new-tokens", "32", "--gen-repeats", "3"]
@@ -446,7 +468,9 @@ PARTS: dict[str, Callable[[Context], list[Row]]] = {
     "memory": model_part("e", "Peak memory answering 64 questions", memory_rows),
     "decode": part_decode, "embed": part_embed,
     "eval": part_eval, "train": part_train,
+    "precision": model_part("g", "Precision: fp32 vs bf16 vs fp16", precision_rows),
 }
+GPU_ONLY = {"precision"}  # bf16 / fp16 speed on a CPU says nothing about a GPU's
 
 
 # ---------------------------------------------------------------------------------------------- the machine
@@ -550,7 +574,9 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args.device, args.threads, args.quick, args.timeout, Path(tmp), machine_label(args.device),
                       machine_label("cpu"))
         for name, part in PARTS.items():
-            if name not in args.skip:
+            if name in GPU_ONLY and not args.device.startswith("cuda"):
+                print(f"[bench] {name}: with --device cuda only; skipped", file=sys.stderr, flush=True)
+            elif name not in args.skip:
                 print(f"[bench] {name} ({time.perf_counter() - clock:.0f} s so far)", file=sys.stderr, flush=True)
                 rows += part(ctx)
     if "learning-proof" not in args.skip:

@@ -428,7 +428,7 @@ def bench_precision(model, args, device) -> None:
 
         (c, _), (q, _) = median_ms([caption, answer], args.gen_repeats, device)
         print(f"{precision:>9} | {batch / c * 1000:>8.2f} | {len(questions) / q * 1000:>11.1f}")
-        record("g", precision=precision, clips=batch, clips_per_s=batch / c * 1000,
+        record("g", precision=precision, clips=batch, frames=model.config.num_frames, clips_per_s=batch / c * 1000,
                questions=len(questions), questions_per_s=len(questions) / q * 1000)
 
 
