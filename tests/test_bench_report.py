@@ -248,3 +248,19 @@ def test_the_precision_part_runs_only_on_a_gpu(tmp_path: Path, monkeypatch: pyte
     assert bench.main(args) == 0 and ran == ["fine"]
     assert "precision: with --device cuda only" in capsys.readouterr().err
     assert bench.main([*args, "--device", "cuda"]) == 0 and ran == ["fine", "precision", "fine"]
+
+
+def test_a_gpu_table_goes_beside_the_cpu_table_not_over_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "PARTS", {"fine": lambda ctx: [bench.Row("Fine", "**1.0x**", "cmd", MACHINE)]})
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{bench.START}\n| cpu |\n{bench.END}\n{bench.CUDA_START}{bench.CUDA_END}\n")
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps(PROOF))
+    args = ["--readme", str(readme), "--learning-proof", str(proof), "--device", "cuda"]
+    assert bench.main([*args, "--doc", str(tmp_path / "gpu.md")]) == 0
+    text = readme.read_text()
+    assert f"{bench.START}\n| cpu |\n{bench.END}" in text  # the CPU table is untouched
+    gpu = text[text.index(bench.CUDA_START):]
+    assert "| Fine |" in gpu and "Learning proof" not in gpu  # the proof's rows are CPU runs
+    assert bench.parse_args(["--device", "cuda"]).doc.name == "benchmarks-cuda.md"
+    assert bench.parse_args([]).doc.name == "benchmarks.md"

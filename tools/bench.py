@@ -19,7 +19,9 @@ Parts (``--skip`` takes these names):
   learning-proof  not run: read from docs/learning_proof.json (one row per run), one row when missing
 
 The table goes to stdout, to docs/benchmarks.md (with the date and the machine) and between the markers
-``<!-- bench:start -->`` and ``<!-- bench:end -->`` in README.md (left untouched when they are absent).
+``<!-- bench:start -->`` and ``<!-- bench:end -->`` in README.md (left untouched when they are absent). With
+``--device cuda`` it goes to docs/benchmarks-cuda.md and between ``<!-- bench-cuda:start -->`` and
+``<!-- bench-cuda:end -->``, never over the CPU table (the learning-proof rows, CPU runs, stay out of it).
 
     python tools/bench.py [--skip PART ...] [--device cpu|cuda] [--threads 1] [--quick]
 """
@@ -43,6 +45,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+CUDA_START, CUDA_END = "<!-- bench-cuda:start -->", "<!-- bench-cuda:end -->"  # a GPU table never replaces the CPU's
+
+
+def markers(device: str) -> tuple[str, str]:
+    """The README markers of ``device``'s table: the CPU table's, or the GPU table's for cuda."""
+    return (CUDA_START, CUDA_END) if device.startswith("cuda") else (START, END)
 ACCURACY_KEYS = ("count", "colour", "shape", "direction", "first", "all")
 
 
@@ -98,13 +106,14 @@ def render_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def replace_between_markers(text: str, table: str) -> str | None:
-    """``text`` with what lies between the bench markers replaced by ``table``; None if a marker is missing."""
-    start = text.find(START)
-    end = text.find(END, start + len(START)) if start >= 0 else -1
+def replace_between_markers(text: str, table: str, marks: tuple[str, str] = (START, END)) -> str | None:
+    """``text`` with what lies between the ``marks`` replaced by ``table``; None if a marker is missing."""
+    first, last = marks
+    start = text.find(first)
+    end = text.find(last, start + len(first)) if start >= 0 else -1
     if start < 0 or end < 0:
         return None
-    return f"{text[:start + len(START)]}\n{table}\n{text[end:]}"
+    return f"{text[:start + len(first)]}\n{table}\n{text[end:]}"
 
 
 def one_line(text: str, limit: int = 200) -> str:
@@ -529,10 +538,10 @@ def report(rows: list[Row], argv: list[str], device: str, started: datetime.date
         render_table(rows), ""])
 
 
-def update_readme(readme: Path, table: str) -> bool:
-    """Put ``table`` between the README's bench markers; False (file untouched) when they are absent."""
+def update_readme(readme: Path, table: str, marks: tuple[str, str] = (START, END)) -> bool:
+    """Put ``table`` between the README's ``marks``; False (file untouched) when they are absent."""
     text = readme.read_text() if readme.is_file() else ""
-    new = replace_between_markers(text, table)
+    new = replace_between_markers(text, table, marks)
     if new is None:
         return False
     if new != text:
@@ -558,11 +567,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                                     "failed (default: 900)")
     parser.add_argument("--learning-proof", type=Path, default=ROOT / "docs" / "learning_proof.json",
                         help="learning-proof results to read (default: docs/learning_proof.json)")
-    parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md",
-                        help="where to write the report (default: docs/benchmarks.md)")
+    parser.add_argument("--doc", type=Path,
+                        help="where to write the report (default: docs/benchmarks.md, docs/benchmarks-cuda.md for "
+                             "--device cuda)")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md",
-                        help="file whose text between the bench markers is replaced by the table (default: README.md)")
-    return parser.parse_args(argv)
+                        help=f"file whose text between the bench markers ({START} ... {END}; with --device cuda "
+                             f"{CUDA_START} ... {CUDA_END}) is replaced by the table (default: README.md)")
+    args = parser.parse_args(argv)
+    if args.doc is None:
+        args.doc = ROOT / "docs" / ("benchmarks-cuda.md" if args.device.startswith("cuda") else "benchmarks.md")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -579,15 +593,16 @@ def main(argv: list[str] | None = None) -> int:
             elif name not in args.skip:
                 print(f"[bench] {name} ({time.perf_counter() - clock:.0f} s so far)", file=sys.stderr, flush=True)
                 rows += part(ctx)
-    if "learning-proof" not in args.skip:
+    if "learning-proof" not in args.skip and not args.device.startswith("cuda"):  # CPU runs, read from a file
         rows += learning_proof_rows(args.learning_proof)
     wall = time.perf_counter() - clock
     table = render_table(rows)
     print(table)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(report(rows, sys.argv[1:] if argv is None else argv, args.device, started, wall))
-    if not update_readme(args.readme, table):
-        print(f"note: {args.readme.name} has no {START} ... {END} markers; left untouched", file=sys.stderr)
+    marks = markers(args.device)
+    if not update_readme(args.readme, table, marks):
+        print(f"note: {args.readme.name} has no {marks[0]} ... {marks[1]} markers; left untouched", file=sys.stderr)
     print(f"[bench] done in {wall:.0f} s; report in {args.doc}", file=sys.stderr)
     return 1 if any(is_failure(r) for r in rows) else 0
 
