@@ -264,3 +264,12 @@ def test_a_gpu_table_goes_beside_the_cpu_table_not_over_it(tmp_path: Path, monke
     assert "| Fine |" in gpu and "Learning proof" not in gpu  # the proof's rows are CPU runs
     assert bench.parse_args(["--device", "cuda"]).doc.name == "benchmarks-cuda.md"
     assert bench.parse_args([]).doc.name == "benchmarks.md"
+
+
+def test_the_readme_holds_each_marker_once_and_only_as_a_marker() -> None:
+    """bench.py replaces the text between the first start marker and the next end marker: a marker
+    quoted in the README's prose would make it overwrite that prose."""
+    text = (ROOT / "README.md").read_text()
+    for first, last in ((bench.START, bench.END), (bench.CUDA_START, bench.CUDA_END)):
+        assert text.count(first) == text.count(last) <= 1
+    assert text.count(bench.START) == 1 and text.index(bench.START) < text.index(bench.END)
