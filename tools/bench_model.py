@@ -227,8 +227,8 @@ def bench_generation(model, args, device) -> None:
             if batch == 1:  # one row: a cached step is as fast as its weights can be read from memory
                 mb = position_weights(model) * 4 / 1e6
                 extra = {"step_weights_mb": mb, "step_read_gbps": mb / (c[1] / n), "read_gbps": read_gbps(device)}
-                print(f"{'':>5} | a cached step reads about {mb:.0f} MB of weights: at least {extra['step_read_gbps']:.1f} "
-                      f"GB/s in the fastest run (its time per token also holds the clip's K/V); reading a 512 MiB "
+                print(f"{'':>5} | a cached step reads about {mb:.0f} MB of weights: at least "
+                      f"{extra['step_read_gbps']:.1f} GB/s in the fastest run (its time per token also holds the clip's K/V); reading a 512 MiB "
                       f"tensor on this device: {extra['read_gbps']:.1f} GB/s")
             record("b", batch=batch, new_tokens=n, frames=model.config.num_frames, cache_ms=c, no_cache_ms=u,
                    prefix_rerun_ms=p, **extra)

@@ -87,8 +87,8 @@ def add_precision(group: argparse._ArgumentGroup) -> None:
 def add_compile(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--compile", action="store_true",
                        help="compile the video encoder (and, for commands that generate text, the decoder's cached "
-                            "step) with torch.compile: the first batches pay the compilation (minutes on a CPU), the outputs are the same; "
-                            "worth it on a GPU for long runs (default: off)")
+                            "step) with torch.compile: the first batches pay the compilation (minutes on a CPU), "
+                            "the outputs are the same; worth it on a GPU for long runs (default: off)")
 
 
 def add_inference_runtime(group: argparse._ArgumentGroup) -> None:

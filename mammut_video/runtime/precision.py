@@ -2,8 +2,8 @@
 
 bf16 autocast on a CPU without bf16 instructions was measured 3-10x slower than fp32 (and 1.7-1.9x
 faster for a training step on an AMD EPYC with AVX512-BF16), so the CPU default is fp32, which every
-CPU runs well and bit-comparably, and the CUDA default bf16. fp16 is for GPUs (training also needs a gradient
-scaler, which the trainer adds).
+CPU runs well and bit-comparably, and the CUDA default bf16. fp16 is for GPUs (training also needs a
+gradient scaler, which the trainer adds).
 """
 
 from __future__ import annotations
