@@ -48,9 +48,14 @@ START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 CUDA_START, CUDA_END = "<!-- bench-cuda:start -->", "<!-- bench-cuda:end -->"  # a GPU table never replaces the CPU's
 
 
+def on_gpu(device: str) -> bool:
+    """Whether ``device`` ("cpu", "cuda", "cuda:1") is a GPU."""
+    return device.startswith("cuda")
+
+
 def markers(device: str) -> tuple[str, str]:
     """The README markers of ``device``'s table: the CPU table's, or the GPU table's for cuda."""
-    return (CUDA_START, CUDA_END) if device.startswith("cuda") else (START, END)
+    return (CUDA_START, CUDA_END) if on_gpu(device) else (START, END)
 ACCURACY_KEYS = ("count", "colour", "shape", "direction", "first", "all")
 
 
@@ -500,7 +505,7 @@ def cpu_model() -> str:
 
 def device_name(device: str) -> str:
     """``device`` with the GPU's name when it is a CUDA device."""
-    if not device.startswith("cuda"):
+    if not on_gpu(device):
         return device
     import torch
 
@@ -575,7 +580,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              f"{CUDA_START} ... {CUDA_END}) is replaced by the table (default: README.md)")
     args = parser.parse_args(argv)
     if args.doc is None:
-        args.doc = ROOT / "docs" / ("benchmarks-cuda.md" if args.device.startswith("cuda") else "benchmarks.md")
+        args.doc = ROOT / "docs" / ("benchmarks-cuda.md" if on_gpu(args.device) else "benchmarks.md")
     return args
 
 
@@ -588,12 +593,12 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(args.device, args.threads, args.quick, args.timeout, Path(tmp), machine_label(args.device),
                       machine_label("cpu"))
         for name, part in PARTS.items():
-            if name in GPU_ONLY and not args.device.startswith("cuda"):
+            if name in GPU_ONLY and not on_gpu(args.device):
                 print(f"[bench] {name}: with --device cuda only; skipped", file=sys.stderr, flush=True)
             elif name not in args.skip:
                 print(f"[bench] {name} ({time.perf_counter() - clock:.0f} s so far)", file=sys.stderr, flush=True)
                 rows += part(ctx)
-    if "learning-proof" not in args.skip and not args.device.startswith("cuda"):  # CPU runs, read from a file
+    if "learning-proof" not in args.skip and not on_gpu(args.device):  # CPU runs, read from a file
         rows += learning_proof_rows(args.learning_proof)
     wall = time.perf_counter() - clock
     table = render_table(rows)
