@@ -118,8 +118,7 @@ def find_video_dir(root: Path, wanted: Callable[[str], bool], what: str,
         raise DatasetNotFoundError(f"{what}: data root {root} is not a folder")
     scanned = scan(root) if scanned is None else scanned
     hits = _matching_videos(scanned, wanted)
-    if near is not None and near.resolve() != root.resolve() and near.resolve().is_relative_to(root.resolve()) \
-            and near.is_dir():
+    if near is not None and near.is_dir() and root.resolve() in near.resolve().parents:  # strictly inside root
         near_hits = _matching_videos(scan(near), wanted)
         if near_hits and len(set().union(*near_hits.values())) >= len(set().union(*hits.values())):
             hits = near_hits
