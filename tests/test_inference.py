@@ -252,3 +252,20 @@ def test_ask_in_bf16_casts_each_weight_once_not_at_every_step(ckpt: Path, clip_f
                                       num_beams=beams, precision="bf16"))
     assert len(answers) == 2 and len(logits_calls) >= 3  # several decoding steps ...
     assert HeadCasts.count == 1  # ... one cast of the vocabulary head
+
+
+def test_caption_bar_counts_the_failed_videos(ckpt: Path, folder: Path, monkeypatch) -> None:
+    import mammut_video.runtime.progress as progress_module
+    from mammut_video.inference.caption import CaptionConfig, caption_videos
+
+    postfixes: list[dict] = []
+
+    class Bar(progress_module.Progress):
+        def set_postfix(self, **values: object) -> None:
+            postfixes.append(values)
+
+    monkeypatch.setattr(progress_module, "progress", lambda *a, **k: Bar())
+    results = list(caption_videos(CaptionConfig(inputs=[str(folder)], checkpoint=ckpt, max_new_tokens=2,
+                                                workers=0, batch_size=1)))
+    assert [r.error is not None for r in results] == [False, False, True]
+    assert postfixes == [{"failed": 1}]

@@ -125,3 +125,52 @@ def test_run_sharded_reports_a_failure_before_it_raises(monkeypatch: pytest.Monk
         run_sharded([Unit()], work, Store(), ctx, desc="t", show_progress=False)
     assert [str(e) for e in reported] == ["the GPU fell off the bus"] and Store.closed
     assert time.monotonic() - started < 5
+
+
+class _RecordingBar:
+    """A stand-in progress display that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.done = 0
+        self.postfixes: list[dict] = []
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+
+    def set_postfix(self, **values: object) -> None:
+        self.postfixes.append(values)
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_sharded_shows_the_failures_so_far_on_the_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mammut_video.runtime.loop as loop
+
+    bar = _RecordingBar()
+    monkeypatch.setattr(loop, "progress", lambda *a, **k: bar)
+
+    class Store:
+        def finished(self) -> set[str]:
+            return set()
+
+        def append(self, results: list[dict]) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    class Unit:
+        keys = ["a", "b", "c"]
+
+        def restrict(self, keys: list[str]) -> "Unit":
+            return self
+
+    def work(units: list) -> object:
+        yield [{"key": "a"}], 1
+        yield [{"key": "b", "error": "cannot decode video x.mp4"}], 1
+        yield [{"key": "c"}], 1
+
+    stats = loop.run_sharded([Unit()], work, Store(), DistContext(), desc="t")
+    assert stats.failed == 1 and bar.done == 3
+    assert bar.postfixes == [{"failed": 1}, {"failed": 1}]  # from the bad input on, never before it

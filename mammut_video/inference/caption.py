@@ -104,11 +104,14 @@ def caption_videos(config: CaptionConfig) -> Iterator[CaptionResult]:
     frames = config.frames or model.config.num_frames
     dataset = ClipDataset(records, transform=model.clip_transform(), num_frames=frames)
     results: dict[int, CaptionResult] = {}
-    next_index = 0
+    next_index = failed = 0
     with progress(len(records), "caption", "video", enabled=config.progress) as bar:
         for batch in make_loader(dataset, config.batch_size, config.workers):
             for index, path, error in batch["failed"]:
                 results[index] = CaptionResult(Path(path), error=str(error), given=Path(path) in given)
+            if batch["failed"]:
+                failed += len(batch["failed"])
+                bar.set_postfix(failed=failed)
             if batch["items"]:
                 with inference_autocast(device, config.precision):
                     captions = model.caption(batch["video"].to(device), num_beams=config.num_beams,

@@ -98,6 +98,8 @@ def run_sharded(units: Sequence[U], work: Work, store: ResultStore, ctx: DistCon
             store.append(results)
             processed += keys_done
             failed += sum(1 for r in results if r.get("error"))
+            if failed:
+                bar.set_postfix(failed=failed)  # shown with the count, so a bad input is seen as it happens
             bar.update(keys_done)
             ctx.check_peers()
     except BaseException as err:
