@@ -184,5 +184,11 @@ def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, c
     capsys.readouterr()
     assert main(_args(data, out, "--steps", "1", "--cache-clips", "--resume")) == 0  # already finished
     assert "had already finished at step 1" in capsys.readouterr().out
+    # settings.json holds the precision the run used (the CPU's default), so naming it is the same run...
+    assert json.loads((out / "settings.json").read_text())["precision"] == "fp32"
+    assert main(_args(data, out, "--steps", "1", "--cache-clips", "--resume", "--precision", "fp32")) == 0
+    # ...and another one is refused
+    assert main(_args(data, out, "--steps", "1", "--cache-clips", "--resume", "--precision", "bf16")) == 2
+    assert "precision: fp32 before, bf16 now" in capsys.readouterr().err
     assert main(_args(data, out, "--steps", "1", "--cache-clips", "--overwrite")) == 0
     assert len(_records(out)) == 1

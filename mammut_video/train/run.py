@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Run one fine-tuning (see :class:`FinetuneConfig` and the module docstring)."""
     from mammut_video.runtime.distributed import init_distributed
+    from mammut_video.runtime.precision import default_precision
     from mammut_video.runtime.rundir import open_run_dir
 
     files = RunFiles(config.out_dir)
@@ -58,6 +59,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
                 "start": start["identity"]}
     groups = clip_groups(train, task)
     with init_distributed(config.device) as ctx:
+        # the precision the run computes in, not None: a resume on a device with another default is refused
+        settings["precision"] = config.precision or default_precision(ctx.device)
         Geometry(int(config.resolved("batch_size")), ctx.world_size, config.grad_accum, len(groups)).steps_per_epoch
         open_run_dir(files.root, files.results, settings, config.resume, config.overwrite, ctx)
         state = load_state(files.state) if config.resume and files.state.is_file() else None
@@ -224,6 +227,8 @@ def _resume_step(state: dict | None) -> int:
 
 
 def _summary(trainer: Trainer, task: str, frames: int, ctx: DistContext) -> str:
+    from mammut_video.runtime.precision import default_precision
+
     cfg, g = trainer.config, trainer.geometry
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in trainer.model.parameters())
@@ -235,7 +240,8 @@ def _summary(trainer: Trainer, task: str, frames: int, ctx: DistContext) -> str:
     return (f"finetune {task}: {unit}, {g.steps_per_epoch} steps an epoch of batch "
             f"{g.batch_size} ({ctx.world_size} process(es) x {g.accum} micro-batch(es) of {g.micro}); {length}{budget}; "
             f"{frames} frames; lr {cfg.resolved('lr'):g}; {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters "
-            f"trained; validation: {len(trainer.val)} samples")
+            f"trained; {ctx.device.type}, {cfg.precision or default_precision(ctx.device)}; "
+            f"validation: {len(trainer.val)} samples")
 
 
 def _log(ctx: DistContext, message: str, *args: Any) -> None:
