@@ -169,6 +169,10 @@ def test_a_run_where_most_clips_fail_stops_with_a_clear_message(data: dict, tmp_
     code = main(_args(data, tmp_path / "out", "--train", str(root / "train.jsonl"), "--steps", "20"))
     err = capsys.readouterr().err
     assert code == 2 and "could not be decoded" in err and "--video-root" in err
+    # a run too short to read 16 clips or an epoch is judged at its end: not a success that trained nothing
+    code = main(_args(data, tmp_path / "out1", "--train", str(root / "train.jsonl"), "--steps", "1"))
+    captured = capsys.readouterr()
+    assert code == 2 and "4 of the 4 training clips" in captured.err and "checkpoints:" not in captured.out
     code = main(_args(data, tmp_path / "out2", "--train", str(root / "train.jsonl"), "--video-root",
                       str(tmp_path / "elsewhere")))
     assert code == 2 and "are not under" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from mammut_video.train.rundir import MetricsLog, RunFiles, rng_state, save_stat
 log = logging.getLogger(__name__)
 
 MOST_FAILED = 0.5  # a run stops when more than this share of the clips read so far failed
-MIN_SEEN = 16  # ... once at least this many were read
+MIN_SEEN = 16  # ... once at least this many were read (or a whole epoch, or at the end of the run)
 MAX_LOGIT_SCALE_LOG = math.log(100)
 
 
@@ -195,6 +195,7 @@ class Trainer:
             break
         bar.close()
         if not pos.finished:
+            self._check_failures(final=True)  # a short run on a mostly broken set must not end as a success
             pos.finished = True
             self._checkpoint(validate=True)
         return FinetuneResult(self.files.root.resolve(), self.task, pos.step,
@@ -393,9 +394,12 @@ class Trainer:
                 if new:
                     log.warning("skipped a clip that cannot be decoded (%d so far): %s", len(self.failed_paths), error)
 
-    def _check_failures(self) -> None:
-        pos = self.position
-        if pos.seen >= MIN_SEEN and pos.failed > MOST_FAILED * pos.seen:
+    def _check_failures(self, final: bool = False) -> None:
+        """Stop when more than half of the clips read failed: once ``MIN_SEEN`` clips or a whole epoch
+        were read (fewer clips say little about the set), and at the end of the run whatever was read."""
+        pos, g = self.position, self.geometry
+        enough = final or pos.seen >= min(MIN_SEEN, g.steps_per_epoch * g.batch_size)
+        if enough and pos.failed > MOST_FAILED * pos.seen:
             first = self.first_failure or "see metrics.jsonl"
             raise TrainError(f"{pos.failed} of the {pos.seen} training clips read so far could not be decoded "
                              f"(first: {first}); stopping. Check the videos and --video-root")
