@@ -178,6 +178,25 @@ def test_a_run_where_most_clips_fail_stops_with_a_clear_message(data: dict, tmp_
     assert code == 2 and "are not under" in capsys.readouterr().err
 
 
+def test_validation_clips_that_fail_are_named_and_most_failing_stops(data: dict, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(data["root"], root)
+    (root / "clips" / "clip_val_000.mp4").write_bytes(b"garbage")  # one of the two validation clips
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--train", str(root / "train.jsonl"), "--val", str(root / "val.jsonl"),
+                      "--steps", "2", "--val-every", "1")) == 0
+    assert capsys.readouterr().err.count("validation clip skipped") == 1  # warned once, not at each validation
+    failed = [r for r in _records(out, "failed_clip") if r["data"] == "validation"]
+    assert [Path(r["path"]).name for r in failed] == ["clip_val_000.mp4"]
+    assert all(v["val_failed_clips"] == 1 for v in _records(out, "val"))
+    # every validation clip unreadable: no "loss 0.0000" validation and best/ checkpoint, but exit 2
+    (root / "clips" / "val" / "clip_001.mp4").write_bytes(b"garbage")
+    assert main(_args(data, tmp_path / "run2", "--train", str(root / "train.jsonl"), "--val",
+                      str(root / "val.jsonl"), "--steps", "1")) == 2
+    assert "2 of the 2 validation clips could not be decoded" in capsys.readouterr().err
+    assert not (tmp_path / "run2" / "best").exists()
+
+
 def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(_args(data, out, "--steps", "1", "--cache-clips")) == 0

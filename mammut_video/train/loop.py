@@ -131,6 +131,7 @@ class Trainer:
         self.best: dict[str, Any] = {}
         self.last_val: dict[str, Any] = {}
         self.failed_paths: set[str] = set()  # distinct clips that could not be decoded
+        self.val_failed_paths: set[str] = set()  # ... in validation (warned once a run)
         self.first_failure: str | None = None
         self.metric = "val_accuracy" if task == "qa" else "val_cider"
         self.text_trained = self._text_embedding_trained(getattr(model, "provenance", None) or {})
@@ -390,7 +391,8 @@ class Trainer:
             new = path not in self.failed_paths
             self.failed_paths.add(path)
             if self.log_file is not None:
-                self.log_file.write({"kind": "failed_clip", "step": self.position.step, "path": path, "error": error})
+                self.log_file.write({"kind": "failed_clip", "step": self.position.step, "path": path, "error": error,
+                                     "data": "training"})
                 if new:
                     log.warning("skipped a clip that cannot be decoded (%d so far): %s", len(self.failed_paths), error)
 
@@ -420,9 +422,10 @@ class Trainer:
 
         cfg = self.config
         started = time.monotonic()
-        result = validate(self.model, self.val, self.task, frames=self.train_data.num_frames,
-                          batch_size=max(1, self.geometry.micro), workers=cfg.workers, device=self.ctx.device,
-                          precision=cfg.precision, cache=self.val_cache)
+        result, failures = validate(self.model, self.val, self.task, frames=self.train_data.num_frames,
+                                    batch_size=max(1, self.geometry.micro), workers=cfg.workers,
+                                    device=self.ctx.device, precision=cfg.precision, cache=self.val_cache)
+        self._report_val_failures(failures)
         record = {"kind": "val", "step": self.position.step, "epoch": self._epochs(), **result,
                   "seconds": round(time.monotonic() - started, 2)}
         self.last_val = record
@@ -434,6 +437,25 @@ class Trainer:
         if not self.best or record[self.metric] > self.best[self.metric]:
             self.best = {"step": record["step"], self.metric: record[self.metric]}
             self._save_checkpoint(self.files.best)
+
+    def _report_val_failures(self, failures: list[tuple[str, str]]) -> None:
+        """Warn about (and log) each validation clip that could not be decoded, once a run; stop when more
+        than half of them fail, as ``--cache-clips`` does when it decodes them at the start."""
+        from mammut_video.train.validate import val_clips
+
+        clips = len(val_clips(self.val))
+        if failures and len(failures) > MOST_FAILED * clips:
+            raise TrainError(f"{len(failures)} of the {clips} validation clips could not be decoded "
+                             f"(first: {failures[0][1]}); check the videos and --video-root")
+        for path, error in failures:
+            if path in self.val_failed_paths:
+                continue
+            self.val_failed_paths.add(path)
+            log.warning("validation clip skipped, it cannot be decoded (its %s scored as wrong): %s",
+                        "questions" if self.task == "qa" else "captions", error)
+            if self.log_file is not None:
+                self.log_file.write({"kind": "failed_clip", "step": self.position.step, "path": path, "error": error,
+                                     "data": "validation"})
 
     def _save(self) -> None:
         self._save_checkpoint(self.files.last)

@@ -4,7 +4,7 @@ Each clip is decoded once per validation (or served from ``--cache-clips``) with
 transform and uniform frames, and encoded for all its questions together; answers are generated
 greedily as ``mammut-video eval`` does (``eval.tasks.answer_questions``), so the accuracy seen here
 is the one the evaluation will report on the same split. A clip that cannot be read counts its
-questions wrong.
+questions wrong; the trainer warns about it and stops when more than half of the clips fail.
 """
 
 from __future__ import annotations
@@ -42,19 +42,22 @@ def val_clips(samples: Sequence[Sample]) -> list[ValClip]:
 
 @torch.no_grad()
 def validate(model: Any, samples: Sequence[Sample], task: str, *, frames: int, batch_size: int, workers: int,
-             device: torch.device, precision: str | None, cache: FrameCache | None = None) -> dict[str, Any]:
-    """``{"val_loss", "val_accuracy" | "val_cider", ["val_per_type"], "val_failed_clips"}`` on ``samples``."""
+             device: torch.device, precision: str | None,
+             cache: FrameCache | None = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``{"val_loss", "val_accuracy" | "val_cider", ["val_per_type"], "val_failed_clips"}`` on ``samples``,
+    and the clips that could not be decoded as (path, error) pairs."""
     from mammut_video.eval.qa_metrics import QAReference, qa_accuracy
 
     clips = val_clips(samples)
     dataset = ClipDataset(clips, transform=model.clip_transform(), num_frames=frames, reader=cache)
-    loss_sum, tokens, failed = 0.0, 0, 0
+    loss_sum, tokens = 0.0, 0
+    failures: list[tuple[str, str]] = []
     predictions: dict[str, str] = {}
     was_training = model.training
     model.eval()
     try:
         for batch in make_loader(dataset, batch_size, workers):
-            failed += len(batch["failed"])
+            failures += [(str(path), str(error)) for _, path, error in batch["failed"]]
             if batch["video"] is None:
                 continue
             video = batch["video"].to(device)
@@ -68,7 +71,7 @@ def validate(model: Any, samples: Sequence[Sample], task: str, *, frames: int, b
                 predictions.update(_predict(model, video, batch_clips, samples, task))
     finally:
         model.train(was_training)
-    result: dict[str, Any] = {"val_loss": loss_sum / max(tokens, 1), "val_failed_clips": failed}
+    result: dict[str, Any] = {"val_loss": loss_sum / max(tokens, 1), "val_failed_clips": len(failures)}
     if task == "qa":
         refs = [QAReference(str(s.question_id), s.answer, s.question_type) for s in samples]  # type: ignore[union-attr]
         scores = qa_accuracy(refs, predictions)
@@ -76,7 +79,7 @@ def validate(model: Any, samples: Sequence[Sample], task: str, *, frames: int, b
         result["val_per_type"] = {t: m["accuracy"] for t, m in scores["per_type"].items()}
     else:
         result["val_cider"] = _cider(samples, predictions)
-    return result
+    return result, failures
 
 
 def _predict(model: Any, video: torch.Tensor, clips: list[ValClip], samples: Sequence[Sample],
