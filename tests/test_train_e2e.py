@@ -197,6 +197,17 @@ def test_validation_clips_that_fail_are_named_and_most_failing_stops(data: dict,
     assert not (tmp_path / "run2" / "best").exists()
 
 
+def test_a_run_stopped_by_its_time_budget_continues_with_more_time(data: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert main(_args(data, out, "--steps", "4", "--max-time", "0.01s")) == 0
+    assert len(_records(out)) == 1 and "stopped at the time budget" in capsys.readouterr().out
+    assert main(_args(data, out, "--steps", "4", "--max-time", "10m", "--resume")) == 0
+    assert [r["step"] for r in _records(out)] == [1, 2, 3, 4]
+    assert "already finished" not in capsys.readouterr().out
+    assert main(_args(data, out, "--steps", "4", "--resume")) == 0  # now the steps are done
+    assert "had already finished at step 4" in capsys.readouterr().out
+
+
 def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(_args(data, out, "--steps", "1", "--cache-clips")) == 0

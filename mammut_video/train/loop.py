@@ -175,6 +175,8 @@ class Trainer:
         cfg, pos = self.config, self.position
         started, start_elapsed = time.monotonic(), pos.elapsed
         self.log_file = log_file
+        if pos.finished and self._stop_reason() is None:
+            pos.finished = False  # an earlier run's time budget stopped it; this one's (or none) leaves steps to do
         bar = self._bar()
         stopped = "finished" if pos.finished else None
         last_loss = None
