@@ -211,6 +211,7 @@ def test_a_run_stopped_by_its_time_budget_continues_with_more_time(data: dict, t
 def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(_args(data, out, "--steps", "1", "--cache-clips")) == 0
+    assert (out / "curves.png").stat().st_size > 0  # the summary names it, without --val too
     assert main(_args(data, out, "--steps", "1", "--cache-clips")) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(_args(data, out, "--steps", "2", "--cache-clips", "--resume")) == 2

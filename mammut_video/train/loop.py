@@ -414,12 +414,15 @@ class Trainer:
         def work() -> None:
             if validate and self.val:
                 self._validate()
+            if validate and self.log_file is not None:  # without --val too: the training loss alone
+                from mammut_video.train.curves import draw_curves
+
+                draw_curves(self.log_file.records, self.files.curves, self.metric)
             self._save()
 
         self.ctx.on_main(work)
 
     def _validate(self) -> None:
-        from mammut_video.train.curves import draw_curves
         from mammut_video.train.validate import validate
 
         cfg = self.config
@@ -433,7 +436,6 @@ class Trainer:
         self.last_val = record
         if self.log_file is not None:
             self.log_file.write(record)
-            draw_curves(self.log_file.records, self.files.curves, self.metric)
         log.info("validation at step %d: loss %.4f, %s %.2f", record["step"], record["val_loss"],
                  self.metric.removeprefix("val_"), record[self.metric])
         if not self.best or record[self.metric] > self.best[self.metric]:

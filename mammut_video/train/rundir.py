@@ -6,7 +6,7 @@
                         that failed to decode ("failed_clip") and at the end ("end")
       train_state.pt    model, optimizer, scheduler, gradient scaler, RNG states, data position
       last/  best/      checkpoints (``mv.load_model``); best/ by the validation metric
-      curves.png        loss and validation metric against steps, redrawn at each validation
+      curves.png        loss and validation metric against steps, redrawn at each validation and the end
       tokenizer.model   the SentencePiece vocabulary trained for a run from a preset
 
 ``train_state.pt`` is written next to its destination and renamed into place, so a kill at any
