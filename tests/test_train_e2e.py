@@ -208,6 +208,11 @@ def test_a_run_stopped_by_its_time_budget_continues_with_more_time(data: dict, t
     assert "had already finished at step 4" in capsys.readouterr().out
 
 
+def test_resume_of_a_run_with_nothing_saved_says_it_starts_at_step_0(data: dict, tmp_path: Path, capsys) -> None:
+    assert main(_args(data, tmp_path / "new", "--steps", "1", "--resume")) == 0
+    assert "holds no saved state yet (train_state.pt); starting at step 0" in capsys.readouterr().err
+
+
 def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(_args(data, out, "--steps", "1", "--cache-clips")) == 0

@@ -64,6 +64,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         Geometry(int(config.resolved("batch_size")), ctx.world_size, config.grad_accum, len(groups)).steps_per_epoch
         open_run_dir(files.root, files.results, settings, config.resume, config.overwrite, ctx)
         state = load_state(files.state) if config.resume and files.state.is_file() else None
+        if config.resume and state is None:
+            _log(ctx, "--resume: %s holds no saved state yet (%s); starting at step 0", files.root, files.state.name)
         model = _model(config, ctx, files, task, frames, train)
         _ready_for_training(model, config, frames, ctx.device)
         log_file = MetricsLog(files.metrics, resume_step=_resume_step(state) if config.resume else None) \
