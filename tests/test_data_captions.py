@@ -140,3 +140,21 @@ def test_video_folder_is_recursive_and_sorted(tmp_path, synth):
         VideoFolder(tmp_path / "empty")
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         VideoFolder(tmp_path / "nope")
+
+
+def test_caption_files_saved_with_a_byte_order_mark_are_read(synth, tmp_path):
+    ann = synth["msrvtt"] / "annotation"
+    for name in ("test_videodatainfo.json", "MSRVTT_JSFUSION_test.csv"):
+        (tmp_path / name).write_text((ann / name).read_text(), encoding="utf-8-sig")
+    videos = synth["msrvtt"] / "videos"
+    ref = load_captions("msrvtt", "test", data_root=synth["msrvtt"])
+    cap = load_captions("msrvtt", "test", annotations=tmp_path / "test_videodatainfo.json", videos=videos)
+    assert [(r.video_id, r.captions) for r in cap.records] == [(r.video_id, r.captions) for r in ref.records]
+    ret = load_retrieval_1ka(annotations=tmp_path / "MSRVTT_JSFUSION_test.csv", videos=videos)
+    assert [r.video_id for r in ret.records] == [r.video_id for r in ref.records]
+    desc = tmp_path / "AllVideoDescriptions.txt"
+    desc.write_text((synth["msvd"] / "AllVideoDescriptions.txt").read_text(), encoding="utf-8-sig")
+    shutil.copy(synth["msvd"] / "MSVD-QA" / "youtube_mapping.txt", tmp_path)
+    ref = load_captions("msvd", "test", data_root=synth["msvd"])
+    cap = load_captions("msvd", "test", annotations=desc, videos=synth["msvd"] / "YouTubeClips")
+    assert [(r.video_id, r.captions) for r in cap.records] == [(r.video_id, r.captions) for r in ref.records]

@@ -377,3 +377,32 @@ def test_videos_next_to_the_annotations_win_over_same_named_clips_elsewhere(synt
     shutil.copytree(synth["msrvtt"] / "videos", full)
     qa = load_qa("msrvtt-qa", "train", data_root=tmp_path, annotations=ann_only / "msrvtt_qa" / "train_qa.json")
     assert qa.video_dir == tmp_path and not qa.missing_videos  # the common parent of the folders with its clips
+
+
+def test_files_saved_with_a_byte_order_mark_are_read(synth, tmp_path):
+    """Excel's "CSV UTF-8" (and some editors) put a BOM before the first field name."""
+    root = synth["custom"]
+    reference = load_qa("custom", "train", data_root=root)
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    array = _write_json(tmp_path / "bom.json", rows)
+    array.write_text(array.read_text(), encoding="utf-8-sig")
+    lines_in_json = tmp_path / "lines.json"  # a .json file holding JSON lines
+    lines_in_json.write_bytes(jsonl.read_bytes())
+    table = tmp_path / "bom.csv"
+    with table.open("w", newline="", encoding="utf-8-sig") as f:
+        w = csv.DictWriter(f, ["video", "question", "answer", "start", "end", "id"])
+        w.writeheader()
+        w.writerows(rows)
+    for path in (jsonl, array, lines_in_json, table):
+        assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+        qa = load_qa("custom", "train", annotations=path, videos=root)
+        assert _triples(qa) == _triples(reference), path.name
+    mapping = tmp_path / "youtube_mapping.txt"
+    mapping.write_text("abc_1_2 vid1\n", encoding="utf-8-sig")
+    assert read_youtube_mapping(mapping) == {1: "abc_1_2"}
+    answers = tmp_path / "answers.txt"
+    answers.write_text("dog\ncat\n", encoding="utf-8-sig")
+    from mammut_video.data import read_answer_file
+    assert read_answer_file(answers) == ["dog", "cat"]

@@ -17,7 +17,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_csv, read_json, read_records
+from mammut_video.data.files import (
+    ENCODING,
+    AnnotationError,
+    DatasetNotFoundError,
+    Fields,
+    read_csv,
+    read_json,
+    read_records,
+)
 from mammut_video.data.layout import VideoIndex, custom_video_path, find_annotation, find_video_dir, scan
 from mammut_video.data.msvd import CAPTION_SPLITS, MAPPING_FILE, mapping_from_names, read_youtube_mapping
 from mammut_video.data.records import CaptionRecord, CaptionSplit
@@ -86,7 +94,7 @@ def read_msrvtt_videodatainfo(path: Path, split: str) -> list[tuple[str, list[st
 def read_msvd_descriptions(path: Path) -> dict[str, list[str]]:
     """``AllVideoDescriptions.txt`` -> {clip name: [sentences in file order]}."""
     out: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding=ENCODING, errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):

@@ -2,7 +2,8 @@
 
 Every malformed input ends in :class:`AnnotationError` whose message starts with the file
 path and, where one is at fault, the record index (0-based position in the JSON array, the
-JSONL line number or the CSV data row number).
+JSONL line number or the CSV data row number). Files are read as UTF-8; a leading byte-order
+mark (Excel's "CSV UTF-8" writes one) is skipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mammut_video.errors import MammutVideoError
+
+# UTF-8, with the byte-order mark that Excel's "CSV UTF-8" and some editors write skipped
+ENCODING = "utf-8-sig"
 
 
 class AnnotationError(MammutVideoError, ValueError):
@@ -31,9 +35,14 @@ class DatasetNotFoundError(MammutVideoError, FileNotFoundError):
     """Annotations or videos could not be found; the message lists every place looked at."""
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """The text of ``path`` (UTF-8, a leading byte-order mark dropped); reading errors as AnnotationError."""
     with reading_errors(path):
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding=ENCODING)
+
+
+def read_json(path: Path) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -44,7 +53,7 @@ def read_json(path: Path) -> Any:
 def read_jsonl(path: Path) -> list[Any]:
     """Records of a JSON-lines file; blank lines are skipped, the record index is the line number (1-based)."""
     out = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=ENCODING) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -76,7 +85,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding=ENCODING, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
             raise AnnotationError(path, "empty CSV file (expected a header line)")
@@ -102,7 +111,7 @@ def read_records(path: Path) -> list[Any]:
             try:
                 return read_json(path)
             except AnnotationError:
-                first = path.read_text(encoding="utf-8").lstrip()[:1]
+                first = read_text(path).lstrip()[:1]
                 if first == "{" and _looks_like_jsonl(path):
                     return read_jsonl(path)
                 raise
@@ -110,7 +119,7 @@ def read_records(path: Path) -> list[Any]:
 
 
 def _looks_like_jsonl(path: Path) -> bool:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=ENCODING) as f:
         for line in f:
             if line.strip():
                 try:

@@ -22,14 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammut_video.data.files import (
-    AnnotationError,
-    DatasetNotFoundError,
-    Fields,
-    read_json,
-    read_records,
-    reading_errors,
-)
+from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_json, read_records, read_text
 from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, custom_video_path, find_annotation, find_video_dir
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
@@ -328,8 +321,7 @@ def read_answer_file(path: str | Path) -> list[str]:
                 raise AnnotationError(path, f"entry {i} is {type(a).__name__} {a!r}, expected a string")
         answers = [a.strip() for a in loaded if a.strip()]
     else:
-        with reading_errors(path):
-            answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        answers = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not answers:
         raise AnnotationError(path, "holds no answers")
     return answers
