@@ -406,3 +406,26 @@ def test_files_saved_with_a_byte_order_mark_are_read(synth, tmp_path):
     answers.write_text("dog\ncat\n", encoding="utf-8-sig")
     from mammut_video.data import read_answer_file
     assert read_answer_file(answers) == ["dog", "cat"]
+
+
+def test_tsv_is_split_on_tabs(synth, tmp_path):
+    root = synth["custom"]
+    reference = load_qa("custom", "train", data_root=root)
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    rows[0]["question"] = "what, if anything, moves?"  # a comma is text in a TSV
+    path = tmp_path / "qa.tsv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["video", "question", "answer", "start", "end", "id"], delimiter="\t")
+        w.writeheader()
+        w.writerows(rows)
+    qa = load_qa("custom", "train", annotations=path, videos=root)
+    assert qa.records[0].question == "what, if anything, moves?"
+    assert _triples(qa)[1:] == _triples(reference)[1:]
+    assert [r.question_id for r in qa.records] == [r.question_id for r in reference.records]
+    path.write_text("video\tquestion\tanswer\na.mp4\twhat?\tdog\textra\n")
+    with pytest.raises(AnnotationError, match=r"qa.tsv: record #0 \(line 2\): row has 4 cells but the header has 3"):
+        load_qa("custom", "train", annotations=path, videos=root)
+    path = tmp_path / "qa.txt"
+    path.write_text("video,question,answer\n")
+    with pytest.raises(AnnotationError, match=r"unknown annotation file type '.txt' \(expected .json, .jsonl, .csv or .tsv\)"):
+        load_qa("custom", "train", annotations=path, videos=root)

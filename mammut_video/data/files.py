@@ -79,14 +79,14 @@ def reading_errors(path: Path) -> Iterator[None]:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
+    """Rows of a CSV file with a header line, as dicts; empty cells are dropped. A ``.tsv`` is split on tabs."""
     with reading_errors(path):
         return _read_csv(path)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with path.open(encoding=ENCODING, newline="") as f:
-        reader = csv.DictReader(f)
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise AnnotationError(path, "empty CSV file (expected a header line)")
         rows = []
@@ -100,7 +100,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def read_records(path: Path) -> list[Any]:
-    """JSON array, JSONL or CSV by extension (``.json`` holding one object per line is read as JSONL)."""
+    """JSON array, JSONL, CSV or TSV by extension (``.json`` holding one object per line is read as JSONL)."""
     suffix = path.suffix.lower()
     with reading_errors(path):
         if suffix in (".jsonl", ".ndjson"):
@@ -115,7 +115,7 @@ def read_records(path: Path) -> list[Any]:
                 if first == "{" and _looks_like_jsonl(path):
                     return read_jsonl(path)
                 raise
-    raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl or .csv)")
+    raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl, .csv or .tsv)")
 
 
 def _looks_like_jsonl(path: Path) -> bool:

@@ -9,7 +9,7 @@ Accepted record shapes (one file may use any; the format is read per record):
 - ALPRO ``{split}.jsonl``: ``video_id: "video6513"``, ``question``, ``answer``, ``answer_type``;
 - VIOLET ``txt_{dataset}.json``: ``{"train": [...], "val": [...], "test": [...], "vocab": [...]}``
   with ``video`` (clip name) and ``answer`` an index into ``vocab``;
-- custom (JSONL or CSV): ``video`` (path relative to the video root), ``question``, ``answer``,
+- custom (JSONL, CSV or TSV): ``video`` (path relative to the video root), ``question``, ``answer``,
   optional ``start`` / ``end`` (seconds) and ``id``.
 """
 
