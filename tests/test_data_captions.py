@@ -96,7 +96,7 @@ def test_custom_captions_group_records_by_clip(synth, tmp_path):
         ("clips/a", ["one", "two"], None), ("clips/a@0.5-1", ["three"], 0.5)]
     assert mine.records[0].video == tmp_path / "clips" / "a.mp4" and not mine.missing_videos
     csv.write_text('{"video": "clips/a", "caption": " "}\n')
-    with pytest.raises(AnnotationError, match="record 0: no caption"):
+    with pytest.raises(AnnotationError, match="record line 1: no caption"):
         load_captions("custom", "test", annotations=csv, videos=tmp_path)
 
 
@@ -158,3 +158,14 @@ def test_caption_files_saved_with_a_byte_order_mark_are_read(synth, tmp_path):
     ref = load_captions("msvd", "test", data_root=synth["msvd"])
     cap = load_captions("msvd", "test", annotations=desc, videos=synth["msvd"] / "YouTubeClips")
     assert [(r.video_id, r.captions) for r in cap.records] == [(r.video_id, r.captions) for r in ref.records]
+
+
+def test_custom_caption_jsonl_records_are_named_by_their_line(tmp_path):
+    path = tmp_path / "test_captions.jsonl"
+    path.write_text('{"video": "a.mp4", "caption": "one"}\n\n{"video": "a.mp4", "caption": " "}\n')
+    with pytest.raises(AnnotationError, match=r"test_captions.jsonl: record line 3: no caption"):
+        load_captions("custom", "test", annotations=path, videos=tmp_path)
+    array = tmp_path / "test_captions.json"
+    array.write_text(json.dumps([{"video": "a.mp4", "caption": "one"}, {"video": "a.mp4"}]))
+    with pytest.raises(AnnotationError, match=r"test_captions.json: record 1: missing field 'caption'"):
+        load_captions("custom", "test", annotations=array, videos=tmp_path)

@@ -219,7 +219,7 @@ def test_malformed_json_and_jsonl_and_csv(tmp_path):
         load_qa("msrvtt-qa", "test", annotations=path, videos=tmp_path)
     path = tmp_path / "test.jsonl"
     path.write_text(json.dumps({"video": "a.mp4", "question": "q", "answer": "a"}) + "\n\n{broken\n")
-    with pytest.raises(AnnotationError, match=r"test.jsonl: record #1 \(line 3\): malformed JSON"):
+    with pytest.raises(AnnotationError, match=r"test.jsonl: record line 3: malformed JSON"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     path = tmp_path / "test.csv"
     path.write_text("video,question,answer,start\na.mp4,what?,dog,1\nb.mp4,who?,,\nc.mp4,how?,x,soon\n")
@@ -299,7 +299,7 @@ def test_duplicate_question_ids_name_the_id_and_both_records(tmp_path):
     rows = [{"video": "a.mp4", "question": "what?", "answer": "x", "id": 7},
             {"video": "b.mp4", "question": "who?", "answer": "y", "id": "7"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(AnnotationError, match=r"test.jsonl: record 1: question id '7' is also used by record 0"):
+    with pytest.raises(AnnotationError, match=r"test.jsonl: record line 2: question id '7' is also used by record line 1"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
 
 
@@ -429,3 +429,26 @@ def test_tsv_is_split_on_tabs(synth, tmp_path):
     path.write_text("video,question,answer\n")
     with pytest.raises(AnnotationError, match=r"unknown annotation file type '.txt' \(expected .json, .jsonl, .csv or .tsv\)"):
         load_qa("custom", "train", annotations=path, videos=root)
+
+
+def test_jsonl_records_are_named_by_their_line(tmp_path):
+    """Blank lines do not shift the number; a malformed line is named the same way; a JSON array keeps its index."""
+    ok = json.dumps({"video": "a.mp4", "question": "what?", "answer": "dog"})
+    path = tmp_path / "test.jsonl"
+    for text, pattern in [
+        (f"{ok}\n\n{ok}\n\n" + json.dumps({"video": "a.mp4", "question": "who?"}) + "\n",
+         r"test.jsonl: record line 5: missing field 'answer'"),
+        (f"\n{ok}\n" + json.dumps({"video": 3, "question": "who?", "answer": "x"}) + "\n",
+         r"test.jsonl: record line 3: field 'video' must be a path string"),
+        (f"{ok}\n\n\n" + json.dumps({"video": "a.mp4", "question": "who?", "answer": "x", "start": 2, "end": 1}),
+         r"test.jsonl: record line 4: 'end' \(1.0\) must be after 'start'"),
+        (f"{ok}\n\n{{broken\n", r"test.jsonl: record line 3: malformed JSON: Expecting"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(AnnotationError, match=pattern) as err:
+            load_qa("custom", "test", annotations=path, videos=tmp_path)
+        assert err.value.record == pattern.split("record ")[1].split(":")[0]
+    lines_in_json = tmp_path / "test.json"  # a .json file holding JSON lines is read as JSON lines
+    lines_in_json.write_text(f"{ok}\n\n" + json.dumps({"video": "a.mp4", "answer": "x"}) + "\n")
+    with pytest.raises(AnnotationError, match=r"test.json: record line 3: missing field 'question'"):
+        load_qa("custom", "test", annotations=lines_in_json, videos=tmp_path)

@@ -25,6 +25,7 @@ from mammut_video.data.files import (
     read_csv,
     read_json,
     read_records,
+    record_labels,
 )
 from mammut_video.data.layout import VideoIndex, custom_video_path, find_annotation, find_video_dir, scan
 from mammut_video.data.msvd import CAPTION_SPLITS, MAPPING_FILE, mapping_from_names, read_youtube_mapping
@@ -175,8 +176,8 @@ def read_custom_captions(path: Path) -> list[tuple[str, float | None, float | No
     if not isinstance(data, list):
         raise AnnotationError(path, f"expected a list of caption records, got {type(data).__name__}")
     clips: dict[tuple, list[str]] = {}
-    for i, record in enumerate(data):
-        f = Fields(path, i, record)
+    for where, record in zip(record_labels(data), data):
+        f = Fields(path, where, record)
         video = f.str("video")
         start, end = f.optional_seconds("start"), f.optional_seconds("end")
         if start is not None and end is not None and end <= start:

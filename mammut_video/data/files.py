@@ -1,8 +1,8 @@
 """Reading annotation files with errors that name the file and the record.
 
 Every malformed input ends in :class:`AnnotationError` whose message starts with the file
-path and, where one is at fault, the record index (0-based position in the JSON array, the
-JSONL line number or the CSV data row number). Files are read as UTF-8; a leading byte-order
+path and, where one is at fault, the record: its 0-based position in a JSON array or among
+a CSV file's data rows, ``line N`` in a JSON-lines file (:func:`record_labels`). Files are read as UTF-8; a leading byte-order
 mark (Excel's "CSV UTF-8" writes one) is skipped.
 """
 
@@ -50,9 +50,24 @@ def read_json(path: Path) -> Any:
                                     f"{err.msg}") from None
 
 
-def read_jsonl(path: Path) -> list[Any]:
-    """Records of a JSON-lines file; blank lines are skipped, the record index is the line number (1-based)."""
-    out = []
+class JsonLines(list[Any]):
+    """The records of a JSON-lines file; ``lines[i]`` is the line (1-based) record ``i`` was read from."""
+
+    def __init__(self, records: list[Any], lines: list[int]):
+        super().__init__(records)
+        self.lines = lines
+
+
+def record_labels(records: list[Any]) -> list[int | str]:
+    """How errors name each record: ``"line N"`` for JSON lines, else the 0-based position."""
+    if isinstance(records, JsonLines):
+        return [f"line {n}" for n in records.lines]
+    return list(range(len(records)))
+
+
+def read_jsonl(path: Path) -> JsonLines:
+    """Records of a JSON-lines file; blank lines are skipped, errors name the line (``record line N``)."""
+    out, lines = [], []
     with path.open(encoding=ENCODING) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -60,9 +75,10 @@ def read_jsonl(path: Path) -> list[Any]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise AnnotationError(path, f"malformed JSON on line {lineno}: {err.msg}",
-                                      record=f"#{len(out)} (line {lineno})") from None
-    return out
+                raise AnnotationError(path, f"malformed JSON: {err.msg} (column {err.colno})",
+                                      record=f"line {lineno}") from None
+            lines.append(lineno)
+    return JsonLines(out, lines)
 
 
 @contextmanager

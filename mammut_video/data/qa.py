@@ -22,7 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_json, read_records, read_text
+from mammut_video.data.files import (
+    AnnotationError,
+    DatasetNotFoundError,
+    Fields,
+    read_json,
+    read_records,
+    read_text,
+    record_labels,
+)
 from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, custom_video_path, find_annotation, find_video_dir
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
@@ -45,6 +53,7 @@ class RawQA:
     question_id: str | int
     start: float | None
     end: float | None
+    where: int | str = 0  # how errors name the record: its index, "line N" (JSON lines), "test[3]" (VIOLET)
 
 
 def canonical_split(split: str) -> str:
@@ -98,9 +107,9 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
     if not isinstance(data, list):
         raise AnnotationError(path, f"expected a list of QA records, got {type(data).__name__}")
     out = []
-    where_of: list[int | str] = []
+    labels = record_labels(data)
     for i, record in enumerate(data):
-        where = f"{prefix}[{i}]" if prefix else i
+        where = f"{prefix}[{i}]" if prefix else labels[i]
         f = Fields(path, where, record)
         ref = f.id("video", "video_id", "video_name", "clip_name")
         question = f.str("question").strip()
@@ -110,24 +119,23 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
         if not answer:
             raise f.error("field 'answer' is blank")
         qid = f.id("question_id", "id", "qid") if f.first_present("question_id", "id", "qid") else i
-        where_of.append(where)
         start, end = f.optional_seconds("start"), f.optional_seconds("end")
         if start is not None and end is not None and end <= start:
             raise f.error(f"'end' ({end}) must be after 'start' ({start})")
-        out.append(RawQA(ref, question, answer, qid, start, end))
-    _check_unique_ids(path, out, where_of)
+        out.append(RawQA(ref, question, answer, qid, start, end, where))
+    _check_unique_ids(path, out)
     return out
 
 
-def _check_unique_ids(path: Path, records: list[RawQA], where_of: list[int | str]) -> None:
+def _check_unique_ids(path: Path, records: list[RawQA]) -> None:
     """Question ids must be unique as strings (predictions and ``--resume`` are keyed by them)."""
     seen: dict[str, int | str] = {}
-    for r, where in zip(records, where_of):
+    for r in records:
         key = str(r.question_id)
         if key in seen:
             raise AnnotationError(path, f"question id {r.question_id!r} is also used by record {seen[key]}; "
-                                        "question ids must be unique (predictions are keyed by them)", where)
-        seen[key] = where
+                                        "question ids must be unique (predictions are keyed by them)", r.where)
+        seen[key] = r.where
 
 
 def _answer(f: Fields, vocab: list[str] | None) -> str:
@@ -162,7 +170,7 @@ class _VideoResolver:
             self._mapping = read_youtube_mapping(find_mapping(self.annotation_file, self.data_root))
         return self._mapping
 
-    def stem(self, ref: str | int, index: int) -> str:
+    def stem(self, ref: str | int, index: int | str) -> str:
         """The video's id/stem: ``video12`` (MSRVTT), the YouTube clip name (MSVD)."""
         if self.dataset == "msrvtt-qa":
             text = os.path.splitext(os.path.basename(ref))[0] if isinstance(ref, str) else str(ref)
@@ -234,9 +242,9 @@ def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = No
     resolver = _VideoResolver(dataset, ann, root)
     stem_of: dict[str | int, str] = {}
     stems = []
-    for i, r in enumerate(raw):
+    for r in raw:
         if r.video_ref not in stem_of:
-            stem_of[r.video_ref] = resolver.stem(r.video_ref, i)
+            stem_of[r.video_ref] = resolver.stem(r.video_ref, r.where)
         stems.append(stem_of[r.video_ref])
     if videos is not None:
         video_dir = Path(videos)
