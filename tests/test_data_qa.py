@@ -452,3 +452,16 @@ def test_jsonl_records_are_named_by_their_line(tmp_path):
     lines_in_json.write_text(f"{ok}\n\n" + json.dumps({"video": "a.mp4", "answer": "x"}) + "\n")
     with pytest.raises(AnnotationError, match=r"test.json: record line 3: missing field 'question'"):
         load_qa("custom", "test", annotations=lines_in_json, videos=tmp_path)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("video", None, r"record line 1: field 'video' must be a string or an integer, got null"),
+    ("answer", None, r"record line 1: field 'answer' must be a string, got null"),
+    ("question", "", r"record line 1: field 'question' is blank"),
+])
+def test_a_null_or_empty_field_is_not_called_missing(tmp_path, field, value, pattern):
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"video": "a.mp4", "question": "what?", "answer": "dog", field: value}) + "\n")
+    with pytest.raises(AnnotationError, match=pattern) as err:
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    assert "missing" not in str(err.value)

@@ -168,22 +168,28 @@ class Fields:
     def error(self, message: str) -> AnnotationError:
         return AnnotationError(self.path, message, self.index)
 
-    def _get(self, names: tuple[str, ...]) -> tuple[str, Any]:
+    def _get(self, names: tuple[str, ...], kind: str) -> tuple[str, Any]:
+        """The first of ``names`` that holds a value; an error saying which is null or blank, else missing."""
         name = self.first_present(*names)
-        if name is None:
-            alts = " or ".join(repr(n) for n in names)
-            raise self.error(f"missing field {alts} (fields present: {', '.join(map(str, self.record)) or 'none'})")
-        return name, self.record[name]
+        if name is not None:
+            return name, self.record[name]
+        given = next((n for n in names if n in self.record), None)
+        if given is not None and self.record[given] is None:
+            raise self.error(f"field {given!r} must be {kind}, got null")
+        if given is not None:
+            raise self.error(f"field {given!r} is blank")
+        alts = " or ".join(repr(n) for n in names)
+        raise self.error(f"missing field {alts} (fields present: {', '.join(map(str, self.record)) or 'none'})")
 
     def str(self, *names: str) -> str:
-        name, value = self._get(names)
+        name, value = self._get(names, "a string")
         if not isinstance(value, str):
             raise self.error(f"field {name!r} must be a string, got {type(value).__name__} {value!r}")
         return value
 
     def id(self, *names: str) -> str | int:
         """A string or an integer (ids, video ids); CSV digit strings stay strings."""
-        name, value = self._get(names)
+        name, value = self._get(names, "a string or an integer")
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise self.error(f"field {name!r} must be a string or an integer, got {type(value).__name__} {value!r}")
         return value
