@@ -10,6 +10,7 @@ import mammut_video  # noqa: F401
 from mammut_video.data import (
     AnnotationError,
     DatasetNotFoundError,
+    load_captions,
     load_qa,
     question_type,
     read_youtube_mapping,
@@ -465,3 +466,25 @@ def test_a_null_or_empty_field_is_not_called_missing(tmp_path, field, value, pat
     with pytest.raises(AnnotationError, match=pattern) as err:
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     assert "missing" not in str(err.value)
+
+
+@pytest.mark.parametrize("segment,pattern", [
+    ('"start": NaN', r"record line 2: field 'start' must be a non-negative number of seconds, got nan"),
+    ('"end": Infinity', r"record line 2: field 'end' must be a non-negative number of seconds, got inf"),
+    ('"start": -Infinity', r"record line 2: field 'start' must be a non-negative number of seconds, got -inf"),
+])
+def test_segment_bounds_that_are_not_finite_are_refused_at_load(tmp_path, segment, pattern):
+    """Python's json reads NaN / Infinity; they used to pass loading and fail clip by clip in training."""
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"video": "a.mp4", "question": "what?", "answer": "dog"}\n'
+                    '{"video": "a.mp4", "question": "who?", "answer": "cat", ' + segment + "}\n")
+    with pytest.raises(AnnotationError, match=pattern):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    table = tmp_path / "test.csv"
+    table.write_text("video,question,answer,start,end\na.mp4,what?,dog,0,nan\n")
+    with pytest.raises(AnnotationError, match=r"test.csv: record 0: field 'end' must be a non-negative number"):
+        load_qa("custom", "test", annotations=table, videos=tmp_path)
+    captions = tmp_path / "test_captions.jsonl"
+    captions.write_text('{"video": "a.mp4", "caption": "a dog", ' + segment + "}\n")
+    with pytest.raises(AnnotationError, match=pattern.replace("line 2", "line 1")):
+        load_captions("custom", "test", annotations=captions, videos=tmp_path)

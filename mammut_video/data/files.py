@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -203,6 +204,7 @@ class Fields:
                 value = float(value)
             except ValueError:
                 raise self.error(f"field {name!r} must be a number of seconds, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        # NaN compares false: json reads NaN and Infinity, float() reads "nan" and "inf"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise self.error(f"field {name!r} must be a non-negative number of seconds, got {value!r}")
         return float(value)
