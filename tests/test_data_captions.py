@@ -169,3 +169,19 @@ def test_custom_caption_jsonl_records_are_named_by_their_line(tmp_path):
     array.write_text(json.dumps([{"video": "a.mp4", "caption": "one"}, {"video": "a.mp4"}]))
     with pytest.raises(AnnotationError, match=r"test_captions.json: record 1: missing field 'caption'"):
         load_captions("custom", "test", annotations=array, videos=tmp_path)
+
+
+def test_msrvtt_video_without_sentences_is_refused_at_load(synth, tmp_path):
+    """Caught before captioning the split, naming the file and the video (the metrics only said
+    'videos without reference captions: [...]' after the whole run)."""
+    data = json.loads((synth["msrvtt"] / "annotation" / "test_videodatainfo.json").read_text())
+    test = [v for v in data["videos"] if v["split"] == "test"]
+    bare = test[-1]["video_id"]
+    data["sentences"] = [s for s in data["sentences"] if s["video_id"] != bare]
+    path = tmp_path / "test_videodatainfo.json"
+    path.write_text(json.dumps(data))
+    index = data["videos"].index(test[-1])
+    with pytest.raises(AnnotationError, match=rf"test_videodatainfo.json: record videos\[{index}\]: video "
+                                              rf"'{bare}' \(split 'test'\) has no sentence") as err:
+        load_captions("msrvtt", "test", annotations=path, videos=synth["msrvtt"] / "videos")
+    assert "\n" not in str(err.value)

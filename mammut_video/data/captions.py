@@ -72,16 +72,15 @@ def _finish(dataset: str, split: str, ann: Path, video_dir: Path, items: list[tu
 
 
 def read_msrvtt_videodatainfo(path: Path, split: str) -> list[tuple[str, list[str]]]:
-    """(video id, captions in sen_id order) for the videos of ``split`` ("train"/"validate"/"test")."""
+    """(video id, captions in sen_id order) for the videos of ``split`` ("train"/"validate"/"test").
+
+    A video of the split without a sentence raises :class:`AnnotationError` (naming it): its
+    captions could not be scored."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list) \
             or not isinstance(data.get("sentences"), list):
         raise AnnotationError(path, "expected an object with lists 'videos' and 'sentences' (MSR-VTT videodatainfo)")
-    videos = []
-    for i, v in enumerate(data["videos"]):
-        f = Fields(path, f"videos[{i}]", v)
-        if f.str("split") == split:
-            videos.append(f.str("video_id"))
+    videos = _split_videos(path, data["videos"], split)
     captions: dict[str, list[tuple[float, str]]] = {v: [] for v in videos}
     for i, s in enumerate(data["sentences"]):
         f = Fields(path, f"sentences[{i}]", s)
@@ -89,7 +88,20 @@ def read_msrvtt_videodatainfo(path: Path, split: str) -> list[tuple[str, list[st
         if vid in captions:
             order = f.record.get("sen_id", i)
             captions[vid].append((order if isinstance(order, (int, float)) else i, caption.strip()))
+    for vid, where in videos.items():
+        if not captions[vid]:
+            raise AnnotationError(path, f"video {vid!r} (split {split!r}) has no sentence in 'sentences'", where)
     return [(v, [c for _, c in sorted(captions[v], key=lambda t: t[0])]) for v in videos]
+
+
+def _split_videos(path: Path, videos: list, split: str) -> dict[str, str]:
+    """{video id: where it is listed ("videos[i]")} for the entries of ``split``, in file order."""
+    out: dict[str, str] = {}
+    for i, v in enumerate(videos):
+        f = Fields(path, f"videos[{i}]", v)
+        if f.str("split") == split:
+            out[f.str("video_id")] = f"videos[{i}]"
+    return out
 
 
 def read_msvd_descriptions(path: Path) -> dict[str, list[str]]:
