@@ -185,3 +185,24 @@ def test_msrvtt_video_without_sentences_is_refused_at_load(synth, tmp_path):
                                               rf"'{bare}' \(split 'test'\) has no sentence") as err:
         load_captions("msrvtt", "test", annotations=path, videos=synth["msrvtt"] / "videos")
     assert "\n" not in str(err.value)
+
+
+def test_a_video_listed_twice_is_refused(synth, tmp_path):
+    """One record per video: a repeat gave more videos loaded than predictions (which are keyed by video id)."""
+    data = json.loads((synth["msrvtt"] / "annotation" / "test_videodatainfo.json").read_text())
+    first = next(i for i, v in enumerate(data["videos"]) if v["split"] == "test")
+    data["videos"].append(dict(data["videos"][first]))
+    path = tmp_path / "test_videodatainfo.json"
+    path.write_text(json.dumps(data))
+    repeat = len(data["videos"]) - 1
+    with pytest.raises(AnnotationError, match=rf"test_videodatainfo.json: record videos\[{repeat}\]: video id "
+                                              rf"'{data['videos'][first]['video_id']}' is also used by record "
+                                              rf"videos\[{first}\]"):
+        load_captions("msrvtt", "test", annotations=path, videos=synth["msrvtt"] / "videos")
+    rows = (synth["msrvtt"] / "annotation" / "MSRVTT_JSFUSION_test.csv").read_text().splitlines()
+    video = rows[1].split(",")[2]
+    csv = tmp_path / "MSRVTT_JSFUSION_test.csv"
+    csv.write_text("\n".join(rows + [f"ret99,msr99,{video},the same video again"]) + "\n")
+    with pytest.raises(AnnotationError, match=rf"MSRVTT_JSFUSION_test.csv: record {len(rows) - 1}: video id "
+                                              rf"'{video}' is also used by record 0"):
+        load_retrieval_1ka(annotations=csv, videos=synth["msrvtt"] / "videos")

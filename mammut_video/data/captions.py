@@ -22,6 +22,7 @@ from mammut_video.data.files import (
     AnnotationError,
     DatasetNotFoundError,
     Fields,
+    check_unique,
     read_csv,
     read_json,
     read_records,
@@ -96,12 +97,13 @@ def read_msrvtt_videodatainfo(path: Path, split: str) -> list[tuple[str, list[st
 
 def _split_videos(path: Path, videos: list, split: str) -> dict[str, str]:
     """{video id: where it is listed ("videos[i]")} for the entries of ``split``, in file order."""
-    out: dict[str, str] = {}
+    listed: list[tuple[str, str]] = []
     for i, v in enumerate(videos):
         f = Fields(path, f"videos[{i}]", v)
         if f.str("split") == split:
-            out[f.str("video_id")] = f"videos[{i}]"
-    return out
+            listed.append((f"videos[{i}]", f.str("video_id")))
+    check_unique(path, listed, "video id")
+    return {vid: where for where, vid in listed}
 
 
 def read_msvd_descriptions(path: Path) -> dict[str, list[str]]:
@@ -252,6 +254,7 @@ def load_retrieval_1ka(split: str = "test", data_root: str | Path | None = None,
         items.append((f.str("video_id"), [f.str("sentence").strip()]))
     if not items:
         raise AnnotationError(ann, "no rows")
+    check_unique(ann, ((i, vid) for i, (vid, _) in enumerate(items)), "video id")
     video_dir = _video_dir("msrvtt 1k-A videos", [v for v, _ in items], ann, root,
                            Path(videos) if videos is not None else None)
     return _finish("msrvtt-1ka", "test", ann, video_dir, items, ".mp4")

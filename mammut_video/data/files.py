@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,18 @@ def _looks_like_jsonl(path: Path) -> bool:
                 except json.JSONDecodeError:
                     return False
     return False
+
+
+def check_unique(path: Path, keyed: Iterable[tuple[int | str, str | int]], what: str) -> None:
+    """:class:`AnnotationError` at the first record whose key (``what``: "question id", "video id"),
+    compared as a string, an earlier record holds: predictions and ``--resume`` are keyed by it.
+    ``keyed``: (how errors name the record, its key) in file order."""
+    seen: dict[str, int | str] = {}
+    for where, key in keyed:
+        if str(key) in seen:
+            raise AnnotationError(path, f"{what} {key!r} is also used by record {seen[str(key)]}; "
+                                        f"{what}s must be unique (predictions are keyed by them)", where)
+        seen[str(key)] = where
 
 
 class Fields:

@@ -26,6 +26,7 @@ from mammut_video.data.files import (
     AnnotationError,
     DatasetNotFoundError,
     Fields,
+    check_unique,
     read_json,
     read_records,
     read_text,
@@ -123,19 +124,8 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
         if start is not None and end is not None and end <= start:
             raise f.error(f"'end' ({end}) must be after 'start' ({start})")
         out.append(RawQA(ref, question, answer, qid, start, end, where))
-    _check_unique_ids(path, out)
+    check_unique(path, ((r.where, r.question_id) for r in out), "question id")
     return out
-
-
-def _check_unique_ids(path: Path, records: list[RawQA]) -> None:
-    """Question ids must be unique as strings (predictions and ``--resume`` are keyed by them)."""
-    seen: dict[str, int | str] = {}
-    for r in records:
-        key = str(r.question_id)
-        if key in seen:
-            raise AnnotationError(path, f"question id {r.question_id!r} is also used by record {seen[key]}; "
-                                        "question ids must be unique (predictions are keyed by them)", r.where)
-        seen[key] = r.where
 
 
 def _answer(f: Fields, vocab: list[str] | None) -> str:
