@@ -488,3 +488,23 @@ def test_segment_bounds_that_are_not_finite_are_refused_at_load(tmp_path, segmen
     captions.write_text('{"video": "a.mp4", "caption": "a dog", ' + segment + "}\n")
     with pytest.raises(AnnotationError, match=pattern.replace("line 2", "line 1")):
         load_captions("custom", "test", annotations=captions, videos=tmp_path)
+
+
+def test_an_empty_split_under_a_data_root_says_it_holds_no_questions(synth, tmp_path):
+    """Not that no video is named as the dataset expects (the words `eval` uses with --annotations)."""
+    root = tmp_path / "msrvtt"
+    shutil.copytree(synth["msrvtt"], root)
+    ann = _write_json(root / "msrvtt_qa" / "test_qa.json", [])
+    with pytest.raises(AnnotationError, match=rf"^{ann}: the test split holds no questions$"):
+        load_qa("msrvtt-qa", "test", data_root=root)
+
+
+def test_msvd_qa_on_an_msrvtt_root_lists_each_folder_once(synth):
+    """The MSVD loader falls back to MSR-VTT's test_qa.json; the error names each folder once and says why."""
+    root = synth["msrvtt"]
+    with pytest.raises(DatasetNotFoundError, match="youtube_mapping.txt") as err:
+        load_qa("msvd-qa", "test", data_root=root)
+    msg = str(err.value)
+    looked = msg.split("looked in ")[1].split(" (and under it)")[0].split(", ")
+    assert looked == [str(root / "msrvtt_qa"), str(root)]
+    assert "msrvtt" in msg.split(". ")[-1].lower() and "\n" not in msg

@@ -193,7 +193,7 @@ class _VideoResolver:
 
 def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
     """``youtube_mapping.txt`` next to the annotations, one level up, or anywhere under the data root."""
-    looked = [annotation_file.parent, annotation_file.parent.parent]
+    looked = list(dict.fromkeys([annotation_file.parent, annotation_file.parent.parent]))
     for d in looked:
         if (d / MAPPING_FILE).is_file():
             return d / MAPPING_FILE
@@ -201,11 +201,20 @@ def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
         try:
             return find_annotation(data_root, [MAPPING_FILE], "MSVD youtube mapping")
         except DatasetNotFoundError:
-            looked.append(data_root)
+            looked = list(dict.fromkeys([*looked, data_root]))
+    hint = ""
+    if _in_msrvtt_folder(annotation_file, data_root):
+        hint = (f" {annotation_file} lies in a folder named for MSR-VTT (taken as no MSVD file was found): "
+                "is --data-root the MSVD folder?")
     raise DatasetNotFoundError(
         f"MSVD annotations {annotation_file} use vid numbers, which need {MAPPING_FILE}; looked in "
         f"{', '.join(map(str, looked))}" + (" (and under it)" if data_root is not None else "")
-        + ". Put it beside the QA files or under --data-root.")
+        + ". Put it beside the QA files or under --data-root." + hint)
+
+
+def _in_msrvtt_folder(path: Path, root: Path | None) -> bool:
+    """Whether a folder of ``path`` below ``root`` names MSR-VTT (as ``find_annotation``'s ``avoid`` sees it)."""
+    return root is not None and path.is_relative_to(root) and "msrvtt" in str(path.parent.relative_to(root)).lower()
 
 
 def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = None,
@@ -240,6 +249,8 @@ def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = No
         video_dir = Path(videos)
     elif dataset == "custom":
         video_dir = root if root is not None else ann.parent
+    elif not stems:  # else the video search would blame the videos
+        raise AnnotationError(ann, f"the {split} split holds no questions")
     else:
         search_root = root if root is not None else ann.parent.parent
         video_dir = find_video_dir(search_root, set(stems).__contains__, f"{dataset} {split} videos",
