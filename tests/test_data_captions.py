@@ -96,7 +96,7 @@ def test_custom_captions_group_records_by_clip(synth, tmp_path):
         ("clips/a", ["one", "two"], None), ("clips/a@0.5-1", ["three"], 0.5)]
     assert mine.records[0].video == tmp_path / "clips" / "a.mp4" and not mine.missing_videos
     csv.write_text('{"video": "clips/a", "caption": " "}\n')
-    with pytest.raises(AnnotationError, match="record 0: no caption"):
+    with pytest.raises(AnnotationError, match="record line 1: no caption"):
         load_captions("custom", "test", annotations=csv, videos=tmp_path)
 
 
@@ -140,3 +140,69 @@ def test_video_folder_is_recursive_and_sorted(tmp_path, synth):
         VideoFolder(tmp_path / "empty")
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         VideoFolder(tmp_path / "nope")
+
+
+def test_caption_files_saved_with_a_byte_order_mark_are_read(synth, tmp_path):
+    ann = synth["msrvtt"] / "annotation"
+    for name in ("test_videodatainfo.json", "MSRVTT_JSFUSION_test.csv"):
+        (tmp_path / name).write_text((ann / name).read_text(), encoding="utf-8-sig")
+    videos = synth["msrvtt"] / "videos"
+    ref = load_captions("msrvtt", "test", data_root=synth["msrvtt"])
+    cap = load_captions("msrvtt", "test", annotations=tmp_path / "test_videodatainfo.json", videos=videos)
+    assert [(r.video_id, r.captions) for r in cap.records] == [(r.video_id, r.captions) for r in ref.records]
+    ret = load_retrieval_1ka(annotations=tmp_path / "MSRVTT_JSFUSION_test.csv", videos=videos)
+    assert [r.video_id for r in ret.records] == [r.video_id for r in ref.records]
+    desc = tmp_path / "AllVideoDescriptions.txt"
+    desc.write_text((synth["msvd"] / "AllVideoDescriptions.txt").read_text(), encoding="utf-8-sig")
+    shutil.copy(synth["msvd"] / "MSVD-QA" / "youtube_mapping.txt", tmp_path)
+    ref = load_captions("msvd", "test", data_root=synth["msvd"])
+    cap = load_captions("msvd", "test", annotations=desc, videos=synth["msvd"] / "YouTubeClips")
+    assert [(r.video_id, r.captions) for r in cap.records] == [(r.video_id, r.captions) for r in ref.records]
+
+
+def test_custom_caption_jsonl_records_are_named_by_their_line(tmp_path):
+    path = tmp_path / "test_captions.jsonl"
+    path.write_text('{"video": "a.mp4", "caption": "one"}\n\n{"video": "a.mp4", "caption": " "}\n')
+    with pytest.raises(AnnotationError, match=r"test_captions.jsonl: record line 3: no caption"):
+        load_captions("custom", "test", annotations=path, videos=tmp_path)
+    array = tmp_path / "test_captions.json"
+    array.write_text(json.dumps([{"video": "a.mp4", "caption": "one"}, {"video": "a.mp4"}]))
+    with pytest.raises(AnnotationError, match=r"test_captions.json: record 1: missing field 'caption'"):
+        load_captions("custom", "test", annotations=array, videos=tmp_path)
+
+
+def test_msrvtt_video_without_sentences_is_refused_at_load(synth, tmp_path):
+    """Caught before captioning the split, naming the file and the video (the metrics only said
+    'videos without reference captions: [...]' after the whole run)."""
+    data = json.loads((synth["msrvtt"] / "annotation" / "test_videodatainfo.json").read_text())
+    test = [v for v in data["videos"] if v["split"] == "test"]
+    bare = test[-1]["video_id"]
+    data["sentences"] = [s for s in data["sentences"] if s["video_id"] != bare]
+    path = tmp_path / "test_videodatainfo.json"
+    path.write_text(json.dumps(data))
+    index = data["videos"].index(test[-1])
+    with pytest.raises(AnnotationError, match=rf"test_videodatainfo.json: record videos\[{index}\]: video "
+                                              rf"'{bare}' \(split 'test'\) has no sentence") as err:
+        load_captions("msrvtt", "test", annotations=path, videos=synth["msrvtt"] / "videos")
+    assert "\n" not in str(err.value)
+
+
+def test_a_video_listed_twice_is_refused(synth, tmp_path):
+    """One record per video: a repeat gave more videos loaded than predictions (which are keyed by video id)."""
+    data = json.loads((synth["msrvtt"] / "annotation" / "test_videodatainfo.json").read_text())
+    first = next(i for i, v in enumerate(data["videos"]) if v["split"] == "test")
+    data["videos"].append(dict(data["videos"][first]))
+    path = tmp_path / "test_videodatainfo.json"
+    path.write_text(json.dumps(data))
+    repeat = len(data["videos"]) - 1
+    with pytest.raises(AnnotationError, match=rf"test_videodatainfo.json: record videos\[{repeat}\]: video id "
+                                              rf"'{data['videos'][first]['video_id']}' is also used by record "
+                                              rf"videos\[{first}\]"):
+        load_captions("msrvtt", "test", annotations=path, videos=synth["msrvtt"] / "videos")
+    rows = (synth["msrvtt"] / "annotation" / "MSRVTT_JSFUSION_test.csv").read_text().splitlines()
+    video = rows[1].split(",")[2]
+    csv = tmp_path / "MSRVTT_JSFUSION_test.csv"
+    csv.write_text("\n".join(rows + [f"ret99,msr99,{video},the same video again"]) + "\n")
+    with pytest.raises(AnnotationError, match=rf"MSRVTT_JSFUSION_test.csv: record {len(rows) - 1}: video id "
+                                              rf"'{video}' is also used by record 0"):
+        load_retrieval_1ka(annotations=csv, videos=synth["msrvtt"] / "videos")

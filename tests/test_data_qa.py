@@ -10,6 +10,7 @@ import mammut_video  # noqa: F401
 from mammut_video.data import (
     AnnotationError,
     DatasetNotFoundError,
+    load_captions,
     load_qa,
     question_type,
     read_youtube_mapping,
@@ -219,7 +220,7 @@ def test_malformed_json_and_jsonl_and_csv(tmp_path):
         load_qa("msrvtt-qa", "test", annotations=path, videos=tmp_path)
     path = tmp_path / "test.jsonl"
     path.write_text(json.dumps({"video": "a.mp4", "question": "q", "answer": "a"}) + "\n\n{broken\n")
-    with pytest.raises(AnnotationError, match=r"test.jsonl: record #1 \(line 3\): malformed JSON"):
+    with pytest.raises(AnnotationError, match=r"test.jsonl: record line 3: malformed JSON"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     path = tmp_path / "test.csv"
     path.write_text("video,question,answer,start\na.mp4,what?,dog,1\nb.mp4,who?,,\nc.mp4,how?,x,soon\n")
@@ -299,7 +300,7 @@ def test_duplicate_question_ids_name_the_id_and_both_records(tmp_path):
     rows = [{"video": "a.mp4", "question": "what?", "answer": "x", "id": 7},
             {"video": "b.mp4", "question": "who?", "answer": "y", "id": "7"}]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(AnnotationError, match=r"test.jsonl: record 1: question id '7' is also used by record 0"):
+    with pytest.raises(AnnotationError, match=r"test.jsonl: record line 2: question id '7' is also used by record line 1"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
 
 
@@ -377,3 +378,133 @@ def test_videos_next_to_the_annotations_win_over_same_named_clips_elsewhere(synt
     shutil.copytree(synth["msrvtt"] / "videos", full)
     qa = load_qa("msrvtt-qa", "train", data_root=tmp_path, annotations=ann_only / "msrvtt_qa" / "train_qa.json")
     assert qa.video_dir == tmp_path and not qa.missing_videos  # the common parent of the folders with its clips
+
+
+def test_files_saved_with_a_byte_order_mark_are_read(synth, tmp_path):
+    """Excel's "CSV UTF-8" (and some editors) put a BOM before the first field name."""
+    root = synth["custom"]
+    reference = load_qa("custom", "train", data_root=root)
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    jsonl = tmp_path / "bom.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    array = _write_json(tmp_path / "bom.json", rows)
+    array.write_text(array.read_text(), encoding="utf-8-sig")
+    lines_in_json = tmp_path / "lines.json"  # a .json file holding JSON lines
+    lines_in_json.write_bytes(jsonl.read_bytes())
+    table = tmp_path / "bom.csv"
+    with table.open("w", newline="", encoding="utf-8-sig") as f:
+        w = csv.DictWriter(f, ["video", "question", "answer", "start", "end", "id"])
+        w.writeheader()
+        w.writerows(rows)
+    for path in (jsonl, array, lines_in_json, table):
+        assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+        qa = load_qa("custom", "train", annotations=path, videos=root)
+        assert _triples(qa) == _triples(reference), path.name
+    mapping = tmp_path / "youtube_mapping.txt"
+    mapping.write_text("abc_1_2 vid1\n", encoding="utf-8-sig")
+    assert read_youtube_mapping(mapping) == {1: "abc_1_2"}
+    answers = tmp_path / "answers.txt"
+    answers.write_text("dog\ncat\n", encoding="utf-8-sig")
+    from mammut_video.data import read_answer_file
+    assert read_answer_file(answers) == ["dog", "cat"]
+
+
+def test_tsv_is_split_on_tabs(synth, tmp_path):
+    root = synth["custom"]
+    reference = load_qa("custom", "train", data_root=root)
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines()]
+    rows[0]["question"] = "what, if anything, moves?"  # a comma is text in a TSV
+    path = tmp_path / "qa.tsv"
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, ["video", "question", "answer", "start", "end", "id"], delimiter="\t")
+        w.writeheader()
+        w.writerows(rows)
+    qa = load_qa("custom", "train", annotations=path, videos=root)
+    assert qa.records[0].question == "what, if anything, moves?"
+    assert _triples(qa)[1:] == _triples(reference)[1:]
+    assert [r.question_id for r in qa.records] == [r.question_id for r in reference.records]
+    path.write_text("video\tquestion\tanswer\na.mp4\twhat?\tdog\textra\n")
+    with pytest.raises(AnnotationError, match=r"qa.tsv: record #0 \(line 2\): row has 4 cells but the header has 3"):
+        load_qa("custom", "train", annotations=path, videos=root)
+    path = tmp_path / "qa.txt"
+    path.write_text("video,question,answer\n")
+    with pytest.raises(AnnotationError, match=r"unknown annotation file type '.txt' \(expected .json, .jsonl, .csv or .tsv\)"):
+        load_qa("custom", "train", annotations=path, videos=root)
+
+
+def test_jsonl_records_are_named_by_their_line(tmp_path):
+    """Blank lines do not shift the number; a malformed line is named the same way; a JSON array keeps its index."""
+    ok = json.dumps({"video": "a.mp4", "question": "what?", "answer": "dog"})
+    path = tmp_path / "test.jsonl"
+    for text, pattern in [
+        (f"{ok}\n\n{ok}\n\n" + json.dumps({"video": "a.mp4", "question": "who?"}) + "\n",
+         r"test.jsonl: record line 5: missing field 'answer'"),
+        (f"\n{ok}\n" + json.dumps({"video": 3, "question": "who?", "answer": "x"}) + "\n",
+         r"test.jsonl: record line 3: field 'video' must be a path string"),
+        (f"{ok}\n\n\n" + json.dumps({"video": "a.mp4", "question": "who?", "answer": "x", "start": 2, "end": 1}),
+         r"test.jsonl: record line 4: 'end' \(1.0\) must be after 'start'"),
+        (f"{ok}\n\n{{broken\n", r"test.jsonl: record line 3: malformed JSON: Expecting"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(AnnotationError, match=pattern) as err:
+            load_qa("custom", "test", annotations=path, videos=tmp_path)
+        assert err.value.record == pattern.split("record ")[1].split(":")[0]
+    lines_in_json = tmp_path / "test.json"  # a .json file holding JSON lines is read as JSON lines
+    lines_in_json.write_text(f"{ok}\n\n" + json.dumps({"video": "a.mp4", "answer": "x"}) + "\n")
+    with pytest.raises(AnnotationError, match=r"test.json: record line 3: missing field 'question'"):
+        load_qa("custom", "test", annotations=lines_in_json, videos=tmp_path)
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("video", None, r"record line 1: field 'video' must be a string or an integer, got null"),
+    ("answer", None, r"record line 1: field 'answer' must be a string, got null"),
+    ("question", "", r"record line 1: field 'question' is blank"),
+])
+def test_a_null_or_empty_field_is_not_called_missing(tmp_path, field, value, pattern):
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"video": "a.mp4", "question": "what?", "answer": "dog", field: value}) + "\n")
+    with pytest.raises(AnnotationError, match=pattern) as err:
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    assert "missing" not in str(err.value)
+
+
+@pytest.mark.parametrize("segment,pattern", [
+    ('"start": NaN', r"record line 2: field 'start' must be a non-negative number of seconds, got nan"),
+    ('"end": Infinity', r"record line 2: field 'end' must be a non-negative number of seconds, got inf"),
+    ('"start": -Infinity', r"record line 2: field 'start' must be a non-negative number of seconds, got -inf"),
+])
+def test_segment_bounds_that_are_not_finite_are_refused_at_load(tmp_path, segment, pattern):
+    """Python's json reads NaN / Infinity; they used to pass loading and fail clip by clip in training."""
+    path = tmp_path / "test.jsonl"
+    path.write_text('{"video": "a.mp4", "question": "what?", "answer": "dog"}\n'
+                    '{"video": "a.mp4", "question": "who?", "answer": "cat", ' + segment + "}\n")
+    with pytest.raises(AnnotationError, match=pattern):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
+    table = tmp_path / "test.csv"
+    table.write_text("video,question,answer,start,end\na.mp4,what?,dog,0,nan\n")
+    with pytest.raises(AnnotationError, match=r"test.csv: record 0: field 'end' must be a non-negative number"):
+        load_qa("custom", "test", annotations=table, videos=tmp_path)
+    captions = tmp_path / "test_captions.jsonl"
+    captions.write_text('{"video": "a.mp4", "caption": "a dog", ' + segment + "}\n")
+    with pytest.raises(AnnotationError, match=pattern.replace("line 2", "line 1")):
+        load_captions("custom", "test", annotations=captions, videos=tmp_path)
+
+
+def test_an_empty_split_under_a_data_root_says_it_holds_no_questions(synth, tmp_path):
+    """Not that no video is named as the dataset expects (the words `eval` uses with --annotations)."""
+    root = tmp_path / "msrvtt"
+    shutil.copytree(synth["msrvtt"], root)
+    ann = _write_json(root / "msrvtt_qa" / "test_qa.json", [])
+    with pytest.raises(AnnotationError, match=rf"^{ann}: the test split holds no questions$"):
+        load_qa("msrvtt-qa", "test", data_root=root)
+
+
+def test_msvd_qa_on_an_msrvtt_root_lists_each_folder_once(synth):
+    """The MSVD loader falls back to MSR-VTT's test_qa.json; the error names each folder once and says why."""
+    root = synth["msrvtt"]
+    with pytest.raises(DatasetNotFoundError, match="youtube_mapping.txt") as err:
+        load_qa("msvd-qa", "test", data_root=root)
+    msg = str(err.value)
+    looked = msg.split("looked in ")[1].split(" (and under it)")[0].split(", ")
+    assert looked == [str(root / "msrvtt_qa"), str(root)]
+    assert "msrvtt" in msg.split(". ")[-1].lower() and "\n" not in msg

@@ -85,6 +85,16 @@ def test_csv_list_with_segments(tmp_path: Path, clip: Path) -> None:
     assert len({i.key for i in items}) == 3  # one file, three inputs
 
 
+def test_list_saved_with_a_byte_order_mark(tmp_path: Path, clip: Path) -> None:
+    """Excel's "CSV UTF-8" puts a BOM before the header; a text list gets one from some editors."""
+    listing = tmp_path / "clips.csv"
+    listing.write_text(f"path,start\n{clip},0.5\n", encoding="utf-8-sig")
+    assert [(i.name, i.start) for i in list_inputs(listing).items] == [(str(clip), 0.5)]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{clip}\n", encoding="utf-8-sig")
+    assert [i.path for i in list_inputs(listing).items] == [clip]
+
+
 @pytest.mark.parametrize("text, message", [
     ("name,start\nx.mp4,1\n", "line 1: no 'path' column (columns: name, start)"),
     ("path,start,end\nx.mp4,one,2\n", "line 2: start 'one' is not a number of seconds >= 0"),

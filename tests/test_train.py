@@ -73,6 +73,14 @@ def test_specs(synth, tmp_path):
             parse_spec(text, "train", "--train")
 
 
+def test_an_empty_annotation_file_is_said_to_hold_no_records(tmp_path, capsys):
+    empty = tmp_path / "train.jsonl"
+    empty.write_text("\n\n")
+    assert main(["finetune", "--train", str(empty), "--out", str(tmp_path / "o"), "--preset", "mammut-video-tiny"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{empty}: holds no records" in err and "cannot tell" not in err and len(err.splitlines()) == 1
+
+
 def test_bad_options_on_the_command_line_are_one_line(synth, tmp_path, capsys):
     base = ["finetune", "--train", str(synth / "train.jsonl"), "--out", str(tmp_path / "o")]
     assert main(base + ["--preset", "mammut-video-tiny", "--batch-size", "6", "--grad-accum", "4"]) == 2

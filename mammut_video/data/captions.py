@@ -17,7 +17,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError, DatasetNotFoundError, Fields, read_csv, read_json, read_records
+from mammut_video.data.files import (
+    ENCODING,
+    AnnotationError,
+    DatasetNotFoundError,
+    Fields,
+    check_unique,
+    read_csv,
+    read_json,
+    read_records,
+    record_labels,
+)
 from mammut_video.data.layout import VideoIndex, custom_video_path, find_annotation, find_video_dir, scan
 from mammut_video.data.msvd import CAPTION_SPLITS, MAPPING_FILE, mapping_from_names, read_youtube_mapping
 from mammut_video.data.records import CaptionRecord, CaptionSplit
@@ -63,16 +73,15 @@ def _finish(dataset: str, split: str, ann: Path, video_dir: Path, items: list[tu
 
 
 def read_msrvtt_videodatainfo(path: Path, split: str) -> list[tuple[str, list[str]]]:
-    """(video id, captions in sen_id order) for the videos of ``split`` ("train"/"validate"/"test")."""
+    """(video id, captions in sen_id order) for the videos of ``split`` ("train"/"validate"/"test").
+
+    A video of the split without a sentence raises :class:`AnnotationError` (naming it): its
+    captions could not be scored."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("videos"), list) \
             or not isinstance(data.get("sentences"), list):
         raise AnnotationError(path, "expected an object with lists 'videos' and 'sentences' (MSR-VTT videodatainfo)")
-    videos = []
-    for i, v in enumerate(data["videos"]):
-        f = Fields(path, f"videos[{i}]", v)
-        if f.str("split") == split:
-            videos.append(f.str("video_id"))
+    videos = _split_videos(path, data["videos"], split)
     captions: dict[str, list[tuple[float, str]]] = {v: [] for v in videos}
     for i, s in enumerate(data["sentences"]):
         f = Fields(path, f"sentences[{i}]", s)
@@ -80,13 +89,27 @@ def read_msrvtt_videodatainfo(path: Path, split: str) -> list[tuple[str, list[st
         if vid in captions:
             order = f.record.get("sen_id", i)
             captions[vid].append((order if isinstance(order, (int, float)) else i, caption.strip()))
+    for vid, where in videos.items():
+        if not captions[vid]:
+            raise AnnotationError(path, f"video {vid!r} (split {split!r}) has no sentence in 'sentences'", where)
     return [(v, [c for _, c in sorted(captions[v], key=lambda t: t[0])]) for v in videos]
+
+
+def _split_videos(path: Path, videos: list, split: str) -> dict[str, str]:
+    """{video id: where it is listed ("videos[i]")} for the entries of ``split``, in file order."""
+    listed: list[tuple[str, str]] = []
+    for i, v in enumerate(videos):
+        f = Fields(path, f"videos[{i}]", v)
+        if f.str("split") == split:
+            listed.append((f"videos[{i}]", f.str("video_id")))
+    check_unique(path, listed, "video id")
+    return {vid: where for where, vid in listed}
 
 
 def read_msvd_descriptions(path: Path) -> dict[str, list[str]]:
     """``AllVideoDescriptions.txt`` -> {clip name: [sentences in file order]}."""
     out: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8", errors="replace") as f:
+    with path.open(encoding=ENCODING, errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -167,8 +190,8 @@ def read_custom_captions(path: Path) -> list[tuple[str, float | None, float | No
     if not isinstance(data, list):
         raise AnnotationError(path, f"expected a list of caption records, got {type(data).__name__}")
     clips: dict[tuple, list[str]] = {}
-    for i, record in enumerate(data):
-        f = Fields(path, i, record)
+    for where, record in zip(record_labels(data), data):
+        f = Fields(path, where, record)
         video = f.str("video")
         start, end = f.optional_seconds("start"), f.optional_seconds("end")
         if start is not None and end is not None and end <= start:
@@ -231,6 +254,7 @@ def load_retrieval_1ka(split: str = "test", data_root: str | Path | None = None,
         items.append((f.str("video_id"), [f.str("sentence").strip()]))
     if not items:
         raise AnnotationError(ann, "no rows")
+    check_unique(ann, ((i, vid) for i, (vid, _) in enumerate(items)), "video id")
     video_dir = _video_dir("msrvtt 1k-A videos", [v for v, _ in items], ann, root,
                            Path(videos) if videos is not None else None)
     return _finish("msrvtt-1ka", "test", ann, video_dir, items, ".mp4")

@@ -1,20 +1,25 @@
 """Reading annotation files with errors that name the file and the record.
 
 Every malformed input ends in :class:`AnnotationError` whose message starts with the file
-path and, where one is at fault, the record index (0-based position in the JSON array, the
-JSONL line number or the CSV data row number).
+path and, where one is at fault, the record: its 0-based position in a JSON array or among
+a CSV file's data rows, ``line N`` in a JSON-lines file (:func:`record_labels`). Files are read as UTF-8; a leading byte-order
+mark (Excel's "CSV UTF-8" writes one) is skipped.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mammut_video.errors import MammutVideoError
+
+# UTF-8, with the byte-order mark that Excel's "CSV UTF-8" and some editors write skipped
+ENCODING = "utf-8-sig"
 
 
 class AnnotationError(MammutVideoError, ValueError):
@@ -31,9 +36,14 @@ class DatasetNotFoundError(MammutVideoError, FileNotFoundError):
     """Annotations or videos could not be found; the message lists every place looked at."""
 
 
-def read_json(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """The text of ``path`` (UTF-8, a leading byte-order mark dropped); reading errors as AnnotationError."""
     with reading_errors(path):
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding=ENCODING)
+
+
+def read_json(path: Path) -> Any:
+    text = read_text(path)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -41,19 +51,35 @@ def read_json(path: Path) -> Any:
                                     f"{err.msg}") from None
 
 
-def read_jsonl(path: Path) -> list[Any]:
-    """Records of a JSON-lines file; blank lines are skipped, the record index is the line number (1-based)."""
-    out = []
-    with path.open(encoding="utf-8") as f:
+class JsonLines(list[Any]):
+    """The records of a JSON-lines file; ``lines[i]`` is the line (1-based) record ``i`` was read from."""
+
+    def __init__(self, records: list[Any], lines: list[int]):
+        super().__init__(records)
+        self.lines = lines
+
+
+def record_labels(records: list[Any]) -> list[int | str]:
+    """How errors name each record: ``"line N"`` for JSON lines, else the 0-based position."""
+    if isinstance(records, JsonLines):
+        return [f"line {n}" for n in records.lines]
+    return list(range(len(records)))
+
+
+def read_jsonl(path: Path) -> JsonLines:
+    """Records of a JSON-lines file; blank lines are skipped, errors name the line (``record line N``)."""
+    out, lines = [], []
+    with path.open(encoding=ENCODING) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as err:
-                raise AnnotationError(path, f"malformed JSON on line {lineno}: {err.msg}",
-                                      record=f"#{len(out)} (line {lineno})") from None
-    return out
+                raise AnnotationError(path, f"malformed JSON: {err.msg} (column {err.colno})",
+                                      record=f"line {lineno}") from None
+            lines.append(lineno)
+    return JsonLines(out, lines)
 
 
 @contextmanager
@@ -70,14 +96,14 @@ def reading_errors(path: Path) -> Iterator[None]:
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file with a header line, as dicts; empty cells are dropped."""
+    """Rows of a CSV file with a header line, as dicts; empty cells are dropped. A ``.tsv`` is split on tabs."""
     with reading_errors(path):
         return _read_csv(path)
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
+    with path.open(encoding=ENCODING, newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise AnnotationError(path, "empty CSV file (expected a header line)")
         rows = []
@@ -91,7 +117,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def read_records(path: Path) -> list[Any]:
-    """JSON array, JSONL or CSV by extension (``.json`` holding one object per line is read as JSONL)."""
+    """JSON array, JSONL, CSV or TSV by extension (``.json`` holding one object per line is read as JSONL)."""
     suffix = path.suffix.lower()
     with reading_errors(path):
         if suffix in (".jsonl", ".ndjson"):
@@ -102,15 +128,15 @@ def read_records(path: Path) -> list[Any]:
             try:
                 return read_json(path)
             except AnnotationError:
-                first = path.read_text(encoding="utf-8").lstrip()[:1]
+                first = read_text(path).lstrip()[:1]
                 if first == "{" and _looks_like_jsonl(path):
                     return read_jsonl(path)
                 raise
-    raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl or .csv)")
+    raise AnnotationError(path, f"unknown annotation file type {suffix!r} (expected .json, .jsonl, .csv or .tsv)")
 
 
 def _looks_like_jsonl(path: Path) -> bool:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=ENCODING) as f:
         for line in f:
             if line.strip():
                 try:
@@ -118,6 +144,18 @@ def _looks_like_jsonl(path: Path) -> bool:
                 except json.JSONDecodeError:
                     return False
     return False
+
+
+def check_unique(path: Path, keyed: Iterable[tuple[int | str, str | int]], what: str) -> None:
+    """:class:`AnnotationError` at the first record whose key (``what``: "question id", "video id"),
+    compared as a string, an earlier record holds: predictions and ``--resume`` are keyed by it.
+    ``keyed``: (how errors name the record, its key) in file order."""
+    seen: dict[str, int | str] = {}
+    for where, key in keyed:
+        if str(key) in seen:
+            raise AnnotationError(path, f"{what} {key!r} is also used by record {seen[str(key)]}; "
+                                        f"{what}s must be unique (predictions are keyed by them)", where)
+        seen[str(key)] = where
 
 
 class Fields:
@@ -143,22 +181,28 @@ class Fields:
     def error(self, message: str) -> AnnotationError:
         return AnnotationError(self.path, message, self.index)
 
-    def _get(self, names: tuple[str, ...]) -> tuple[str, Any]:
+    def _get(self, names: tuple[str, ...], kind: str) -> tuple[str, Any]:
+        """The first of ``names`` that holds a value; an error saying which is null or blank, else missing."""
         name = self.first_present(*names)
-        if name is None:
-            alts = " or ".join(repr(n) for n in names)
-            raise self.error(f"missing field {alts} (fields present: {', '.join(map(str, self.record)) or 'none'})")
-        return name, self.record[name]
+        if name is not None:
+            return name, self.record[name]
+        given = next((n for n in names if n in self.record), None)
+        if given is not None and self.record[given] is None:
+            raise self.error(f"field {given!r} must be {kind}, got null")
+        if given is not None:
+            raise self.error(f"field {given!r} is blank")
+        alts = " or ".join(repr(n) for n in names)
+        raise self.error(f"missing field {alts} (fields present: {', '.join(map(str, self.record)) or 'none'})")
 
     def str(self, *names: str) -> str:
-        name, value = self._get(names)
+        name, value = self._get(names, "a string")
         if not isinstance(value, str):
             raise self.error(f"field {name!r} must be a string, got {type(value).__name__} {value!r}")
         return value
 
     def id(self, *names: str) -> str | int:
         """A string or an integer (ids, video ids); CSV digit strings stay strings."""
-        name, value = self._get(names)
+        name, value = self._get(names, "a string or an integer")
         if isinstance(value, bool) or not isinstance(value, (str, int)):
             raise self.error(f"field {name!r} must be a string or an integer, got {type(value).__name__} {value!r}")
         return value
@@ -172,6 +216,7 @@ class Fields:
                 value = float(value)
             except ValueError:
                 raise self.error(f"field {name!r} must be a number of seconds, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        # NaN compares false: json reads NaN and Infinity, float() reads "nan" and "inf"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
             raise self.error(f"field {name!r} must be a non-negative number of seconds, got {value!r}")
         return float(value)

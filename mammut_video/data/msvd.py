@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mammut_video.data.files import AnnotationError, reading_errors
+from mammut_video.data.files import AnnotationError, read_text
 
 MAPPING_FILE = "youtube_mapping.txt"
 # captioning split by vid number (Venugopalan et al. 2015); MSVD-QA uses its own json files
@@ -16,8 +16,7 @@ _VID = re.compile(r"vid(\d+)")
 def read_youtube_mapping(path: Path) -> dict[int, str]:
     """``youtube_mapping.txt`` -> {vid number: YouTube clip name} (``-4wsuPCjDBc_5_15 vid1`` -> {1: ...})."""
     mapping: dict[int, str] = {}
-    with reading_errors(path):
-        lines = path.read_text(encoding="utf-8").split("\n")
+    lines = read_text(path).split("\n")
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -9,7 +9,7 @@ Accepted record shapes (one file may use any; the format is read per record):
 - ALPRO ``{split}.jsonl``: ``video_id: "video6513"``, ``question``, ``answer``, ``answer_type``;
 - VIOLET ``txt_{dataset}.json``: ``{"train": [...], "val": [...], "test": [...], "vocab": [...]}``
   with ``video`` (clip name) and ``answer`` an index into ``vocab``;
-- custom (JSONL or CSV): ``video`` (path relative to the video root), ``question``, ``answer``,
+- custom (JSONL, CSV or TSV): ``video`` (path relative to the video root), ``question``, ``answer``,
   optional ``start`` / ``end`` (seconds) and ``id``.
 """
 
@@ -26,9 +26,11 @@ from mammut_video.data.files import (
     AnnotationError,
     DatasetNotFoundError,
     Fields,
+    check_unique,
     read_json,
     read_records,
-    reading_errors,
+    read_text,
+    record_labels,
 )
 from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, custom_video_path, find_annotation, find_video_dir
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
@@ -52,6 +54,7 @@ class RawQA:
     question_id: str | int
     start: float | None
     end: float | None
+    where: int | str = 0  # how errors name the record: its index, "line N" (JSON lines), "test[3]" (VIOLET)
 
 
 def canonical_split(split: str) -> str:
@@ -105,9 +108,9 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
     if not isinstance(data, list):
         raise AnnotationError(path, f"expected a list of QA records, got {type(data).__name__}")
     out = []
-    where_of: list[int | str] = []
+    labels = record_labels(data)
     for i, record in enumerate(data):
-        where = f"{prefix}[{i}]" if prefix else i
+        where = f"{prefix}[{i}]" if prefix else labels[i]
         f = Fields(path, where, record)
         ref = f.id("video", "video_id", "video_name", "clip_name")
         question = f.str("question").strip()
@@ -117,24 +120,12 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
         if not answer:
             raise f.error("field 'answer' is blank")
         qid = f.id("question_id", "id", "qid") if f.first_present("question_id", "id", "qid") else i
-        where_of.append(where)
         start, end = f.optional_seconds("start"), f.optional_seconds("end")
         if start is not None and end is not None and end <= start:
             raise f.error(f"'end' ({end}) must be after 'start' ({start})")
-        out.append(RawQA(ref, question, answer, qid, start, end))
-    _check_unique_ids(path, out, where_of)
+        out.append(RawQA(ref, question, answer, qid, start, end, where))
+    check_unique(path, ((r.where, r.question_id) for r in out), "question id")
     return out
-
-
-def _check_unique_ids(path: Path, records: list[RawQA], where_of: list[int | str]) -> None:
-    """Question ids must be unique as strings (predictions and ``--resume`` are keyed by them)."""
-    seen: dict[str, int | str] = {}
-    for r, where in zip(records, where_of):
-        key = str(r.question_id)
-        if key in seen:
-            raise AnnotationError(path, f"question id {r.question_id!r} is also used by record {seen[key]}; "
-                                        "question ids must be unique (predictions are keyed by them)", where)
-        seen[key] = where
 
 
 def _answer(f: Fields, vocab: list[str] | None) -> str:
@@ -169,7 +160,7 @@ class _VideoResolver:
             self._mapping = read_youtube_mapping(find_mapping(self.annotation_file, self.data_root))
         return self._mapping
 
-    def stem(self, ref: str | int, index: int) -> str:
+    def stem(self, ref: str | int, index: int | str) -> str:
         """The video's id/stem: ``video12`` (MSRVTT), the YouTube clip name (MSVD)."""
         if self.dataset == "msrvtt-qa":
             text = os.path.splitext(os.path.basename(ref))[0] if isinstance(ref, str) else str(ref)
@@ -202,7 +193,7 @@ class _VideoResolver:
 
 def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
     """``youtube_mapping.txt`` next to the annotations, one level up, or anywhere under the data root."""
-    looked = [annotation_file.parent, annotation_file.parent.parent]
+    looked = list(dict.fromkeys([annotation_file.parent, annotation_file.parent.parent]))
     for d in looked:
         if (d / MAPPING_FILE).is_file():
             return d / MAPPING_FILE
@@ -210,11 +201,20 @@ def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
         try:
             return find_annotation(data_root, [MAPPING_FILE], "MSVD youtube mapping")
         except DatasetNotFoundError:
-            looked.append(data_root)
+            looked = list(dict.fromkeys([*looked, data_root]))
+    hint = ""
+    if _in_msrvtt_folder(annotation_file, data_root):
+        hint = (f" {annotation_file} lies in a folder named for MSR-VTT (taken as no MSVD file was found): "
+                "is --data-root the MSVD folder?")
     raise DatasetNotFoundError(
         f"MSVD annotations {annotation_file} use vid numbers, which need {MAPPING_FILE}; looked in "
         f"{', '.join(map(str, looked))}" + (" (and under it)" if data_root is not None else "")
-        + ". Put it beside the QA files or under --data-root.")
+        + ". Put it beside the QA files or under --data-root." + hint)
+
+
+def _in_msrvtt_folder(path: Path, root: Path | None) -> bool:
+    """Whether a folder of ``path`` below ``root`` names MSR-VTT (as ``find_annotation``'s ``avoid`` sees it)."""
+    return root is not None and path.is_relative_to(root) and "msrvtt" in str(path.parent.relative_to(root)).lower()
 
 
 def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = None,
@@ -241,14 +241,16 @@ def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = No
     resolver = _VideoResolver(dataset, ann, root)
     stem_of: dict[str | int, str] = {}
     stems = []
-    for i, r in enumerate(raw):
+    for r in raw:
         if r.video_ref not in stem_of:
-            stem_of[r.video_ref] = resolver.stem(r.video_ref, i)
+            stem_of[r.video_ref] = resolver.stem(r.video_ref, r.where)
         stems.append(stem_of[r.video_ref])
     if videos is not None:
         video_dir = Path(videos)
     elif dataset == "custom":
         video_dir = root if root is not None else ann.parent
+    elif not stems:  # else the video search would blame the videos
+        raise AnnotationError(ann, f"the {split} split holds no questions")
     else:
         search_root = root if root is not None else ann.parent.parent
         video_dir = find_video_dir(search_root, set(stems).__contains__, f"{dataset} {split} videos",
@@ -328,8 +330,7 @@ def read_answer_file(path: str | Path) -> list[str]:
                 raise AnnotationError(path, f"entry {i} is {type(a).__name__} {a!r}, expected a string")
         answers = [a.strip() for a in loaded if a.strip()]
     else:
-        with reading_errors(path):
-            answers = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        answers = [line.strip() for line in read_text(path).splitlines() if line.strip()]
     if not answers:
         raise AnnotationError(path, "holds no answers")
     return answers

@@ -6,8 +6,9 @@ input (embedded again) and the rows of the old one are dropped when the run ends
 
 Lists: a file whose first line names a ``path`` column (comma-separated, or tab-separated in a
 ``.tsv``) is read as CSV with optional ``start`` / ``end`` columns in seconds; any other file
-holds one path per line (blank lines and lines starting with ``#`` are skipped). Relative paths
-are read from the list's folder; the index keeps them as written.
+holds one path per line (blank lines and lines starting with ``#`` are skipped). Lists are UTF-8,
+a leading byte-order mark skipped. Relative paths are read from the list's folder; the index
+keeps them as written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mammut_video.data.files import ENCODING
 from mammut_video.errors import ConfigError, MissingFileError
 
 log = logging.getLogger(__name__)
@@ -157,7 +159,7 @@ def _list_file(path: Path) -> Inputs:
 def _read_entries(path: Path) -> Iterator[tuple[int, str, float | None, float | None]]:
     """``(line number, path as written, start, end)`` of every entry of a list file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding=ENCODING)
     except (OSError, UnicodeDecodeError) as err:
         raise InputListError(f"{path}: cannot read the list of inputs ({err})") from None
     lines = text.splitlines()

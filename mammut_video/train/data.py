@@ -83,11 +83,14 @@ def parse_spec(text: str, default_split: str, option: str = "--train") -> DataSp
 
 def spec_task(spec: DataSpec) -> str:
     """"qa" or "caption": the benchmark's, or a custom file's by its first record's fields."""
-    from mammut_video.data.files import read_records
+    from mammut_video.data.files import AnnotationError, read_records
 
     if spec.benchmark is not None:
         return BENCHMARKS[spec.benchmark][0]
     records = read_records(spec.path)
+    if isinstance(records, list) and not records:
+        raise AnnotationError(spec.path, "holds no records (one question or caption per record; see "
+                                         "datasets/custom/README.md)")
     first = records[0] if isinstance(records, list) and records else None
     if isinstance(first, dict) and "question" in first:
         return "qa"
