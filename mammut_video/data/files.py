@@ -2,8 +2,8 @@
 
 Every malformed input ends in :class:`AnnotationError` whose message starts with the file
 path and, where one is at fault, the record: its 0-based position in a JSON array or among
-a CSV file's data rows, ``line N`` in a JSON-lines file (:func:`record_labels`). Files are read as UTF-8; a leading byte-order
-mark (Excel's "CSV UTF-8" writes one) is skipped.
+a CSV file's data rows, ``line N`` in a JSON-lines file (:func:`record_labels`). Files are
+read as UTF-8; a leading byte-order mark (Excel's "CSV UTF-8" writes one) is skipped.
 """
 
 from __future__ import annotations
