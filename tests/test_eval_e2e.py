@@ -272,6 +272,20 @@ def test_resume_refuses_other_settings(setup: dict, tmp_path: Path, capsys) -> N
 
 
 @pytest.mark.slow
+def test_resume_with_a_smaller_limit_keeps_every_finished_prediction(setup: dict, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "8") == 0
+    before = _lines(out / "predictions.jsonl")
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "3", "--resume") == 0
+    assert _lines(out / "predictions.jsonl") == before  # the 5 outside this selection are kept, unchanged
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["counts"]["items"] == 3 and m["metrics"]["total"] == 3  # scored: this run's selection only
+    assert m["run"]["resumed_items"] == 3 and m["run"]["evaluated_items"] == 0
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "8", "--resume") == 0  # nothing to redo
+    assert json.loads((out / "metrics.json").read_text())["run"]["resumed_items"] == 8
+
+
+@pytest.mark.slow
 def test_resume_retries_clips_that_failed_to_decode(setup: dict, tmp_path: Path) -> None:
     import shutil
 

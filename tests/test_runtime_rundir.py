@@ -117,7 +117,7 @@ def test_merge_rank_files_in_dataset_order(tmp_path: Path) -> None:
     merged = merge_predictions(tmp_path, "question_id", order=["0", "1", "2", "3"])
     assert list(merged) == ["0", "1", "2"]
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
-    assert [json.loads(x)["p"] for x in lines] == ["a", "b", "c"]
+    assert [json.loads(x)["p"] for x in lines] == ["a", "b", "c", "x"]  # 9: outside the order, kept after it
     assert not list(tmp_path.glob("predictions.rank*.jsonl"))
 
 
