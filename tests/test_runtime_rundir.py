@@ -134,3 +134,16 @@ def test_precision_defaults_and_checks() -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast(torch.device("cpu"), None):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_file_sha256_fingerprints_the_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    from mammut_video.runtime.rundir import file_sha256
+
+    path = tmp_path / "test_qa.json"
+    data = b'[{"question": "what is it?", "answer": "a cat"}]' * 50_000  # > one 1 MiB block
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data.replace(b"cat", b"dog"))  # same path and size, other contents
+    assert file_sha256(path) != hashlib.sha256(data).hexdigest()

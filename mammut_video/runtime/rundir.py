@@ -15,6 +15,7 @@ refused when the settings differ (the message lists what differs); on ``overwrit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -152,6 +153,20 @@ def read_jsonl(path: str | os.PathLike, require: str | None = None, repair: bool
 def keyed(records: Iterable[dict], key: str) -> dict[str, dict]:
     """``{str(record[key]): record}``; a later record replaces an earlier one with the same key."""
     return {str(r[key]): r for r in records}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the bytes of the file at ``path`` (read in 1 MiB blocks).
+
+    A content fingerprint for ``settings.json``: recording it beside a file's path lets
+    ``--resume`` notice a file edited in place (same path, other contents), which the path alone
+    cannot. Equals ``sha256sum PATH``. ``OSError`` when the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
