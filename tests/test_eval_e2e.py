@@ -162,6 +162,14 @@ def test_clear_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "test_qa.json" in err or "msrvtt" in err.lower()
 
 
+def test_out_below_a_file_is_one_line_error(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out in (afile, afile / "sub"):
+        assert _eval(setup, "msrvtt-qa", "msrvtt", out) == 2
+        assert _one_line_error(capsys) == f"mammut-video eval: error: {afile} is a file, not a folder"
+
+
 @pytest.mark.slow
 def test_rank_protocol_picks_from_answer_list(setup: dict, tmp_path: Path, capsys) -> None:
     answers = tmp_path / "answers.txt"

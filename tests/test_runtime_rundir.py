@@ -70,6 +70,23 @@ def test_refuses_to_overwrite_without_resume(tmp_path: Path) -> None:
         check_run_dir(tmp_path / "file", [], {}, resume=False, overwrite=False)
 
 
+def test_an_out_below_a_file_is_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub" / "deeper"
+    with pytest.raises(RunDirError, match=f"^{tmp_path / 'afile'} is a file, not a folder$"):
+        open_run_dir(out, lambda: [], {"frames": 4}, resume=False, overwrite=False, ctx=DistContext())
+
+
+def test_an_out_that_cannot_be_created_is_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    out = tmp_path / "run"
+    with pytest.raises(RunDirError, match=f"^cannot create the output folder {out}: Permission denied$"):
+        open_run_dir(out, lambda: [], {"frames": 4}, resume=False, overwrite=False, ctx=DistContext())
+
+
 def test_resume_compares_settings_and_lists_what_differs(tmp_path: Path) -> None:
     results = [tmp_path / "predictions.jsonl"]
     results[0].write_text('{"video_id": 1}\n')

@@ -202,6 +202,23 @@ def read_settings(out_dir: str | os.PathLike) -> dict | None:
     return data
 
 
+def _check_folder_path(out_dir: Path) -> None:
+    """:class:`RunDirError` when ``out_dir``, or the nearest of its parents that exists, is not a folder."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise RunDirError(f"{path} is a file, not a folder")
+            return
+
+
+def _make_folder(out_dir: Path) -> None:
+    """``mkdir -p out_dir``, a failure (permission, read-only disk) told in one line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
+
+
 def check_run_dir(out_dir: Path, results: list[Path], settings: dict | None, resume: bool,
                   overwrite: bool) -> bool:
     """Decide whether a run may write into ``out_dir``, which already holds ``results`` (maybe none).
@@ -212,8 +229,7 @@ def check_run_dir(out_dir: Path, results: list[Path], settings: dict | None, res
     """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: pass one of them")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirError(f"{out_dir} is a file, not a folder")
+    _check_folder_path(out_dir)
     found = [p for p in results if p.exists() and (p.is_dir() or p.stat().st_size > 0)]
     if not found or overwrite:
         return True
@@ -241,7 +257,7 @@ def open_run_dir(out_dir: Path, results: Callable[[], list[Path]], settings: dic
     earlier results on ``overwrite`` and records ``settings``. Returns when every rank may go on.
     """
     checked = check_run_dir(out_dir, results(), settings, resume, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(out_dir)
     ctx.barrier()
 
     def prepare() -> None:
