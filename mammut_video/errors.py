@@ -8,6 +8,8 @@ anything else is a bug and keeps its traceback. Light module: imports nothing he
 
 from __future__ import annotations
 
+import math
+
 
 class MammutVideoError(Exception):
     """Base class of every error the package raises on purpose (one-line message)."""
@@ -38,6 +40,32 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}".lstrip())
     return value
+
+
+def _seconds_or_none(value: object, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number of seconds, got {value!r}") from None
+
+
+def check_segment(start: float | None, end: float | None) -> tuple[float | None, float | None]:
+    """``(start, end)`` in seconds as floats if they select a segment; otherwise :class:`ConfigError`.
+
+    The settings of the commands that cut one segment out of every clip (caption, ask) check it
+    when they are made, before any model is loaded or file decoded: ``start`` finite and >= 0,
+    ``end`` finite and > 0, ``end`` after ``start``; None leaves that side open.
+    """
+    start, end = _seconds_or_none(start, "start"), _seconds_or_none(end, "end")
+    if start is not None and not (math.isfinite(start) and start >= 0):
+        raise ConfigError(f"start must be a finite number of seconds >= 0, got {start!r}")
+    if end is not None and not (math.isfinite(end) and end > 0):
+        raise ConfigError(f"end must be a finite number of seconds > 0, got {end!r}")
+    if start is not None and end is not None and not end > start:
+        raise ConfigError(f"end ({end}) must be after start ({start})")
+    return start, end
 
 
 def require_checkpoint(checkpoint: object) -> None:

@@ -141,6 +141,21 @@ def test_windows_of_a_long_clip(ckpt: Path, model, tmp_path: Path) -> None:
     assert embed(videos, out, ckpt, "--clip-seconds", "4", "--stride-seconds", "2", "--dtype", "float32") == 2
 
 
+def test_ntsc_clip_has_no_near_duplicate_end_window(ckpt: Path, tmp_path: Path) -> None:
+    from fractions import Fraction
+
+    videos = tmp_path / "videos"
+    write_clip(videos / "ntsc.mp4", moving_pattern(120, 32, 32), fps=Fraction(30000, 1001))  # 4.004 s
+    out = tmp_path / "out"
+    assert embed(videos, out, ckpt, "--clip-seconds", "2", "--dtype", "float32") == 0
+    spans = sorted((r["window"], r["windows"], r["start"], r["end"]) for r in read_jsonl(out / "index.jsonl"))
+    assert spans == [(0, 2, 0.0, 2.0), (1, 2, 2.0, 4.0)]  # not also (2.004, 4.004): the same frames
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings.pop("end_window_tolerance") == "1 frame"
+    (out / "settings.json").write_text(json.dumps(settings))  # as a run under the older rule left it
+    assert embed(videos, out, ckpt, "--clip-seconds", "2", "--dtype", "float32") == 2
+
+
 def test_list_with_segments_and_missing_files(ckpt: Path, model, tmp_path: Path) -> None:
     clip = write_clip(tmp_path / "v" / "clip.mp4", moving_pattern(32, 64, 64), fps=8)  # 4 s
     listing = tmp_path / "list.csv"

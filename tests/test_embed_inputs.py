@@ -137,6 +137,28 @@ def test_windows_cover_the_video_with_equal_lengths(plan: WindowPlan, duration: 
     assert {w.count for w in windows} == {len(expected)}
 
 
+NTSC_FRAME = 1001 / 30000  # 29.97 fps
+
+
+@pytest.mark.parametrize("duration, frame_seconds, expected_last", [
+    (14.014, NTSC_FRAME, [(6.0, 11.0), (9.0, 14.0)]),  # 14 ms left: inside the last frame, no near-duplicate
+    (14.014, 0.0, [(9.0, 14.0), (9.014, 14.014)]),  # frame rate unknown: the end is covered exactly
+    (14.0 + NTSC_FRAME, NTSC_FRAME, [(9.0, 14.0), (9.033367, 14.033367)]),  # one whole frame left: one more window
+    (14.1, NTSC_FRAME, [(9.0, 14.0), (9.1, 14.1)]),
+    (14.0, NTSC_FRAME, [(6.0, 11.0), (9.0, 14.0)]),
+])
+def test_no_end_window_when_the_last_one_misses_less_than_a_frame(duration: float, frame_seconds: float,
+                                                                  expected_last: list) -> None:
+    windows = WindowPlan(5.0, 3.0).windows(duration, frame_seconds=frame_seconds)
+    assert [(w.start, w.end) for w in windows[-2:]] == expected_last
+    assert {w.count for w in windows} == {len(windows)}
+
+
+def test_a_segment_ending_within_a_frame_of_a_window_gets_no_extra_window() -> None:
+    windows = WindowPlan(2.0).windows(60.0, 3.0, 7.02, frame_seconds=1 / 25)
+    assert [(w.start, w.end) for w in windows] == [(3.0, 5.0), (5.0, 7.0)]
+
+
 def test_a_segment_past_the_end_has_no_window() -> None:
     with pytest.raises(ValueError, match="segment start 12.000 s is at or past the end of the video"):
         WindowPlan(2.0).windows(10.0, 12.0, None)

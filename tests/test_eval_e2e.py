@@ -6,6 +6,7 @@ video of MSR-VTT is corrupted so every QA run must list it and count its questio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -161,6 +162,14 @@ def test_clear_errors(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "test_qa.json" in err or "msrvtt" in err.lower()
 
 
+def test_out_below_a_file_is_one_line_error(setup: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    for out in (afile, afile / "sub"):
+        assert _eval(setup, "msrvtt-qa", "msrvtt", out) == 2
+        assert _one_line_error(capsys) == f"mammut-video eval: error: {afile} is a file, not a folder"
+
+
 @pytest.mark.slow
 def test_rank_protocol_picks_from_answer_list(setup: dict, tmp_path: Path, capsys) -> None:
     answers = tmp_path / "answers.txt"
@@ -269,6 +278,45 @@ def test_resume_refuses_other_settings(setup: dict, tmp_path: Path, capsys) -> N
     # --overwrite starts again under the new settings
     assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "3", "--overwrite", "--frames", "2") == 0
     assert json.loads((out / "metrics.json").read_text())["frames"] == 2
+
+
+@pytest.mark.slow
+def test_resume_with_a_smaller_limit_keeps_every_finished_prediction(setup: dict, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "8") == 0
+    before = _lines(out / "predictions.jsonl")
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "3", "--resume") == 0
+    assert _lines(out / "predictions.jsonl") == before  # the 5 outside this selection are kept, unchanged
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["counts"]["items"] == 3 and m["metrics"]["total"] == 3  # scored: this run's selection only
+    assert m["run"]["resumed_items"] == 3 and m["run"]["evaluated_items"] == 0
+    assert _eval(setup, "msvd-qa", "msvd", out, "--limit", "8", "--resume") == 0  # nothing to redo
+    assert json.loads((out / "metrics.json").read_text())["run"]["resumed_items"] == 8
+
+
+@pytest.mark.slow
+def test_resume_refuses_an_edited_annotation_file(setup: dict, tmp_path: Path, capsys) -> None:
+    annotations = tmp_path / "test_qa.json"
+    annotations.write_bytes((setup["msrvtt"] / "msrvtt_qa" / "test_qa.json").read_bytes())
+    out = tmp_path / "run"
+
+    def run(*extra: str) -> int:
+        return main(["eval", "msrvtt-qa", "--annotations", str(annotations), "--videos",
+                     str(setup["msrvtt"] / "videos" / "all"), "--checkpoint", str(setup["ckpt"]), "--out", str(out),
+                     "--workers", "0", "--device", "cpu", "--no-progress", *extra])
+
+    assert run() == 0
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["annotation_sha256"] == hashlib.sha256(annotations.read_bytes()).hexdigest()
+    before = (out / "predictions.jsonl").read_text()
+    records = json.loads(annotations.read_text())
+    records[0]["answer"] = records[0]["answer"] + "x"  # same path, other contents
+    annotations.write_text(json.dumps(records))
+    capsys.readouterr()
+    assert run("--resume") == 2
+    err = _one_line_error(capsys)
+    assert "annotation_sha256: " in err and "--overwrite" in err
+    assert (out / "predictions.jsonl").read_text() == before
 
 
 @pytest.mark.slow

@@ -92,6 +92,38 @@ def test_ask_bad_input_is_one_line_exit_2(ckpt: Path, folder: Path, tmp_path: Pa
     assert len(err.splitlines()) == 1 and err.startswith("mammut-video ask: error: ")
 
 
+BAD_SEGMENTS = [
+    (["--start", "5", "--end", "2"], "end (2.0) must be after start (5.0)"),
+    (["--start", "3", "--end", "3"], "end (3.0) must be after start (3.0)"),
+    (["--start", "-1"], "start must be a finite number of seconds >= 0, got -1.0"),
+    (["--start", "nan"], "start must be a finite number of seconds >= 0, got nan"),
+    (["--end", "inf"], "end must be a finite number of seconds > 0, got inf"),
+    (["--end", "0"], "end must be a finite number of seconds > 0, got 0.0"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_SEGMENTS)
+def test_caption_checks_start_and_end_before_any_work(tmp_path: Path, capsys, monkeypatch, argv, message) -> None:
+    import mammut_video.model as model_module
+
+    monkeypatch.setattr(model_module, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    videos = tmp_path / "clips"
+    videos.mkdir()
+    (videos / "a.mp4").write_bytes(b"never decoded")
+    assert main(["caption", str(videos), "--checkpoint", str(tmp_path / "ckpt"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mammut-video caption: error: {message}"
+
+
+@pytest.mark.parametrize("argv,message", BAD_SEGMENTS[:3])
+def test_ask_checks_start_and_end_before_any_work(tmp_path: Path, capsys, monkeypatch, argv, message) -> None:
+    import mammut_video.model as model_module
+
+    monkeypatch.setattr(model_module, "load_model", lambda *a, **k: pytest.fail("loaded the model"))
+    assert main(["ask", str(tmp_path / "a.mp4"), "what?", "--checkpoint", str(tmp_path / "ckpt"), *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"mammut-video ask: error: {message}"
+
+
 def test_caption_of_a_missing_path_or_empty_folder_is_one_line_exit_2(ckpt: Path, tmp_path: Path, capsys) -> None:
     assert main(["caption", str(tmp_path / "nothing.mp4"), "--checkpoint", str(ckpt)]) == 2
     assert "nothing.mp4: no such file or folder" in capsys.readouterr().err

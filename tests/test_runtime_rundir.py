@@ -70,6 +70,23 @@ def test_refuses_to_overwrite_without_resume(tmp_path: Path) -> None:
         check_run_dir(tmp_path / "file", [], {}, resume=False, overwrite=False)
 
 
+def test_an_out_below_a_file_is_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    out = tmp_path / "afile" / "sub" / "deeper"
+    with pytest.raises(RunDirError, match=f"^{tmp_path / 'afile'} is a file, not a folder$"):
+        open_run_dir(out, lambda: [], {"frames": 4}, resume=False, overwrite=False, ctx=DistContext())
+
+
+def test_an_out_that_cannot_be_created_is_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    out = tmp_path / "run"
+    with pytest.raises(RunDirError, match=f"^cannot create the output folder {out}: Permission denied$"):
+        open_run_dir(out, lambda: [], {"frames": 4}, resume=False, overwrite=False, ctx=DistContext())
+
+
 def test_resume_compares_settings_and_lists_what_differs(tmp_path: Path) -> None:
     results = [tmp_path / "predictions.jsonl"]
     results[0].write_text('{"video_id": 1}\n')
@@ -117,7 +134,7 @@ def test_merge_rank_files_in_dataset_order(tmp_path: Path) -> None:
     merged = merge_predictions(tmp_path, "question_id", order=["0", "1", "2", "3"])
     assert list(merged) == ["0", "1", "2"]
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
-    assert [json.loads(x)["p"] for x in lines] == ["a", "b", "c"]
+    assert [json.loads(x)["p"] for x in lines] == ["a", "b", "c", "x"]  # 9: outside the order, kept after it
     assert not list(tmp_path.glob("predictions.rank*.jsonl"))
 
 
@@ -134,3 +151,16 @@ def test_precision_defaults_and_checks() -> None:
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
     with autocast(torch.device("cpu"), None):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_file_sha256_fingerprints_the_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    from mammut_video.runtime.rundir import file_sha256
+
+    path = tmp_path / "test_qa.json"
+    data = b'[{"question": "what is it?", "answer": "a cat"}]' * 50_000  # > one 1 MiB block
+    path.write_bytes(data)
+    assert file_sha256(path) == hashlib.sha256(data).hexdigest()
+    path.write_bytes(data.replace(b"cat", b"dog"))  # same path and size, other contents
+    assert file_sha256(path) != hashlib.sha256(data).hexdigest()

@@ -90,7 +90,8 @@ def _add_task(tasks: argparse._SubParsersAction, info: TaskInfo) -> None:
                            "(default: the folder under --data-root holding the videos the annotations name)")
     data.add_argument("--limit", type=positive_int, metavar="N",
                       help=f"evaluate only the first N {info.item}s of the split, N >= 1; metrics then cover those "
-                           f"only (default: every {info.item})")
+                           f"only (with --resume, finished predictions beyond them are kept) (default: every "
+                           f"{info.item})")
 
     model = p.add_argument_group("model")
     add_checkpoint(model)

@@ -230,14 +230,18 @@ class WindowPlan:
     clip_seconds: float | None = None
     stride_seconds: float | None = None
 
-    def windows(self, duration: float, start: float | None = None, end: float | None = None) -> list[Window]:
+    def windows(self, duration: float, start: float | None = None, end: float | None = None, *,
+                frame_seconds: float = 0.0) -> list[Window]:
         """The windows of a video of ``duration`` seconds, within the segment ``[start, end)`` if given.
 
         Windows start at the segment start and every ``stride_seconds`` after it, each
-        ``clip_seconds`` long; when the last one stops short of the end, one more window ends exactly
-        at the end (so every window has the same length and the whole video is covered). A video
-        shorter than one window gives one window over all of it. Raises :class:`ValueError` when the
-        segment starts at or after the end of the video.
+        ``clip_seconds`` long; when the last one misses at least one whole frame of the end
+        (``frame_seconds``, one frame at the video's rate; 0 when unknown), one more window ends
+        exactly at the end (so every window has the same length and every frame is covered). Less
+        than a frame left over is no new picture: a window shifted by it would repeat the last one
+        (14.014 s at 29.97 fps: 9.0-14.0 s, not also 9.014-14.014 s). A video shorter than one window
+        gives one window over all of it. Raises :class:`ValueError` when the segment starts at or
+        after the end of the video.
         """
         lo = start or 0.0
         hi = duration if end is None else min(end, duration)
@@ -250,7 +254,13 @@ class WindowPlan:
             return [Window(0, 1, lo, hi)]
         count = math.floor((hi - lo - clip) / stride + _EPS) + 1
         starts = [lo + k * stride for k in range(count)]
-        if starts[-1] + clip < hi - _EPS:
+        if _misses_a_frame(hi - (starts[-1] + clip), frame_seconds):
             starts.append(hi - clip)
         return [Window(i, len(starts), round(s, _TIME_DIGITS), round(s + clip, _TIME_DIGITS))
                 for i, s in enumerate(starts)]
+
+
+def _misses_a_frame(uncovered: float, frame_seconds: float) -> bool:
+    """Whether ``uncovered`` seconds left after the last window hold a frame of their own: at least
+    one frame period (any time at all when the period is unknown, 0)."""
+    return uncovered > _EPS and uncovered >= frame_seconds - _EPS

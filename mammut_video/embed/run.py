@@ -59,9 +59,11 @@ class ClipStream(IterableDataset):
         from mammut_video.video import VideoDecodeError, probe_video, read_clip
 
         try:
-            duration = probe_video(item.path).duration
+            info = probe_video(item.path)
+            duration = info.duration
             try:
-                windows = self.plan.windows(duration, item.start, item.end)
+                windows = self.plan.windows(duration, item.start, item.end,
+                                            frame_seconds=1 / info.fps if info.fps > 0 else 0.0)
             except ValueError as err:  # a segment of the list outside the video: the input's fault
                 raise VideoDecodeError(str(item.path), str(err)) from None
         except Exception as err:  # noqa: BLE001 - a bad file is a row of errors.jsonl, never the end of the run
@@ -207,6 +209,9 @@ def _settings(config: EmbedConfig, inputs: Inputs, source: Path, identity: dict,
         "root": str(inputs.root), **identity, "embed_dim": embed_dim, "frames": frames, "dtype": config.dtype,
         "precision": precision, "normalized": True, "clip_seconds": config.clip_seconds,
         "stride_seconds": config.stride, "save_tokens": config.save_tokens,
+        # the rule for the end-aligned last window: a run cut under the older rule (any time left
+        # over) must not be resumed under this one, which may give an input one window less
+        **({"end_window_tolerance": "1 frame"} if config.clip_seconds is not None else {}),
     }
 
 

@@ -9,9 +9,12 @@ every rank's file makes ``--resume`` work even when the number of processes chan
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from mammut_video.runtime.rundir import JsonlWriter, jsonl_lines, keyed, read_jsonl, write_text
+
+log = logging.getLogger(__name__)
 
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -38,15 +41,21 @@ def load_predictions(out_dir: str | Path, key: str, repair_path: Path | None = N
 
 
 def merge_predictions(out_dir: str | Path, key: str, order: list[str]) -> dict[str, dict]:
-    """Merge every predictions file of ``out_dir`` into ``predictions.jsonl`` in ``order``.
+    """Merge every predictions file of ``out_dir`` into ``predictions.jsonl`` and return the records
+    of ``order`` (this run's selection, the ones to score), in that order.
 
-    Records whose key is not in ``order`` are dropped (e.g. from a larger earlier ``--limit``);
-    the per-rank files are removed once the merged file is in place. Returns the merged records.
+    Nothing is dropped: records whose key is not in ``order`` (finished by an earlier run with a
+    larger ``--limit``) stay in the file, after the selected ones, in the order they were read.
+    The per-rank files are removed once the merged file is in place.
     """
     out_dir = Path(out_dir)
     done = load_predictions(out_dir, key)
     merged = {k: done[k] for k in order if k in done}
-    write_text(out_dir / PREDICTIONS_FILE, jsonl_lines(merged.values()))
+    others = [r for k, r in done.items() if k not in merged]
+    write_text(out_dir / PREDICTIONS_FILE, jsonl_lines([*merged.values(), *others]))
+    if others:
+        log.info("%s also keeps %d items outside this run's selection (an earlier run's larger --limit); the "
+                 "metrics cover the %d selected", out_dir / PREDICTIONS_FILE, len(others), len(order))
     for p in out_dir.glob("predictions.rank*.jsonl"):
         p.unlink()
     return merged

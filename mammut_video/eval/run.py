@@ -1,7 +1,8 @@
 """``evaluate(config)``: load the checkpoint and the split, run the sharded loop, score, write the results.
 
 Writes ``predictions.jsonl`` (one line per question / video), ``settings.json`` (what decides
-the predictions, recorded when the run starts and checked by ``resume``) and ``metrics.json``
+the predictions, recorded when the run starts and checked by ``resume``; the annotation file
+by path and by the SHA-256 of its bytes) and ``metrics.json``
 (metrics plus those settings, counts, date, failed videos; every path absolute) to the output
 folder, and returns an :class:`EvalResult`. Under ``torchrun`` every rank evaluates a slice;
 rank 0 merges, scores and holds the metrics.
@@ -203,7 +204,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     from mammut_video.runtime.distributed import init_distributed
     from mammut_video.runtime.loop import run_sharded
     from mammut_video.runtime.precision import default_precision, inference_autocast
-    from mammut_video.runtime.rundir import open_run_dir, write_json
+    from mammut_video.runtime.rundir import file_sha256, open_run_dir, write_json
 
     info = task_info(config.task)
     ckpt = _check_paths(config)
@@ -218,6 +219,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
     settings = {
         "task": config.task, "dataset": split.dataset, "split": split.split,
         "annotation_file": str(Path(split.annotation_file).resolve()),
+        "annotation_sha256": file_sha256(split.annotation_file),  # an answer edited in place changes it
         "video_dir": str(Path(split.video_dir).resolve()) if split.video_dir is not None else None,
         **checkpoint_identity(ckpt), "frames": frames, **task.settings(),
     }

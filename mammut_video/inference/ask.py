@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mammut_video.errors import ConfigError, check_int, require_checkpoint
+from mammut_video.errors import ConfigError, check_int, check_segment, require_checkpoint
 from mammut_video.runtime.precision import check_device_and_precision
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AskConfig:
-    """Questions about one clip (``start`` / ``end`` in seconds select a segment).
+    """Questions about one clip (``start`` / ``end`` in seconds select a segment; checked here, before
+    the model is loaded).
 
     ``candidates``: a file (JSON list or one answer per line) or a list of answers to rank; None
     generates free answers (greedy, or beam search with ``num_beams``). ``frames``: default the
@@ -60,6 +61,7 @@ class AskConfig:
         if self.frames is not None:
             self.frames = check_int(self.frames, "frames")
         check_device_and_precision(self.device, self.precision)
+        self.start, self.end = check_segment(self.start, self.end)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mammut_video.errors import ConfigError, MissingFileError, check_int, require_checkpoint
+from mammut_video.errors import ConfigError, MissingFileError, check_int, check_segment, require_checkpoint
 from mammut_video.runtime.precision import check_device_and_precision
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class CaptionConfig:
     """Videos to caption: files and folders (walked recursively). ``start`` / ``end`` (seconds)
-    apply to every file. ``num_beams`` 1 is greedy decoding. ``precision``: fp32 / bf16 / fp16
+    apply to every file and are checked here, before any work (finite, start >= 0, end > start). ``num_beams`` 1 is greedy decoding. ``precision``: fp32 / bf16 / fp16
     autocast, None for the device's default (fp32 on the CPU, bf16 on CUDA). ``compile``:
     torch.compile the encoder and the decoder's cached step (same captions; the first batches pay
     the compilation)."""
@@ -56,6 +56,7 @@ class CaptionConfig:
         if self.frames is not None:
             self.frames = check_int(self.frames, "frames")
         check_device_and_precision(self.device, self.precision)
+        self.start, self.end = check_segment(self.start, self.end)
 
 
 @dataclass

@@ -15,6 +15,7 @@ refused when the settings differ (the message lists what differs); on ``overwrit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -154,6 +155,20 @@ def keyed(records: Iterable[dict], key: str) -> dict[str, dict]:
     return {str(r[key]): r for r in records}
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 hex digest of the bytes of the file at ``path`` (read in 1 MiB blocks).
+
+    A content fingerprint for ``settings.json``: recording it beside a file's path lets
+    ``--resume`` notice a file edited in place (same path, other contents), which the path alone
+    cannot. Equals ``sha256sum PATH``. ``OSError`` when the file cannot be read.
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
     out: dict[str, object] = {}
     for k, v in d.items():
@@ -187,6 +202,23 @@ def read_settings(out_dir: str | os.PathLike) -> dict | None:
     return data
 
 
+def _check_folder_path(out_dir: Path) -> None:
+    """:class:`RunDirError` when ``out_dir``, or the nearest of its parents that exists, is not a folder."""
+    for path in (out_dir, *out_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise RunDirError(f"{path} is a file, not a folder")
+            return
+
+
+def _make_folder(out_dir: Path) -> None:
+    """``mkdir -p out_dir``, a failure (permission, read-only disk) told in one line."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"cannot create the output folder {out_dir}: {err.strerror or err}") from None
+
+
 def check_run_dir(out_dir: Path, results: list[Path], settings: dict | None, resume: bool,
                   overwrite: bool) -> bool:
     """Decide whether a run may write into ``out_dir``, which already holds ``results`` (maybe none).
@@ -197,8 +229,7 @@ def check_run_dir(out_dir: Path, results: list[Path], settings: dict | None, res
     """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: pass one of them")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirError(f"{out_dir} is a file, not a folder")
+    _check_folder_path(out_dir)
     found = [p for p in results if p.exists() and (p.is_dir() or p.stat().st_size > 0)]
     if not found or overwrite:
         return True
@@ -226,7 +257,7 @@ def open_run_dir(out_dir: Path, results: Callable[[], list[Path]], settings: dic
     earlier results on ``overwrite`` and records ``settings``. Returns when every rank may go on.
     """
     checked = check_run_dir(out_dir, results(), settings, resume, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _make_folder(out_dir)
     ctx.barrier()
 
     def prepare() -> None:
