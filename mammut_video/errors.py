@@ -42,6 +42,12 @@ def check_int(value: object, name: str, minimum: int = 1) -> int:
     return value
 
 
+def error_text(err: BaseException) -> str:
+    """``err`` for a one-line report: our own errors' messages as they are, others with their type
+    (``KeyError: 'x'``), since their message alone may say nothing."""
+    return str(err) if isinstance(err, MammutVideoError) else f"{type(err).__name__}: {err}"
+
+
 def _seconds_or_none(value: object, name: str) -> float | None:
     if value is None:
         return None

@@ -53,6 +53,20 @@ def test_failing_transform_is_recorded_not_raised(records):
     assert item["video"] is None and "resize failed" in item["error"] and str(records[0].video) in item["error"]
 
 
+def test_failure_message_names_the_type_of_foreign_errors_only(records):
+    from mammut_video.errors import ConfigError
+
+    def reader_raising(err):
+        def reader(path, num_frames, **kwargs):
+            raise err
+        return reader
+
+    ours = ClipDataset(records[:1], num_frames=2, reader=reader_raising(ConfigError("end (2.0) must be after start")))[0]
+    assert ours["error"] == f"{records[0].video}: end (2.0) must be after start"  # no "ConfigError:" in a user's log
+    foreign = ClipDataset(records[:1], num_frames=2, reader=reader_raising(KeyError("x")))[0]
+    assert foreign["error"] == f"{records[0].video}: KeyError: 'x'"
+
+
 def test_loader_with_workers_collects_failures(records):
     loader = make_loader(ClipDataset(records, transform=to_cthw, num_frames=4), batch_size=3, workers=2)
     log = FailureLog("test split")

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mammut_video.data.records import CaptionRecord, QARecord, VideoRecord
-from mammut_video.errors import ConfigError
+from mammut_video.errors import ConfigError, error_text
 
 Record = QARecord | CaptionRecord | VideoRecord
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class ClipDataset(Dataset):
         except Exception as err:  # noqa: BLE001 - one bad clip must not end an epoch; it is reported
             message = str(err)
             if str(record.video) not in message:
-                message = f"{record.video}: {type(err).__name__}: {message}"
+                message = f"{record.video}: {error_text(err)}"
             item["error"] = message
         return item
 

@@ -22,7 +22,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from mammut_video.embed.config import EmbedConfig, EmbedSummary
 from mammut_video.embed.inputs import Inputs, VideoInput, Window, WindowPlan, list_inputs
 from mammut_video.embed.store import TOKEN_SHARD_BYTES, MergeResult, ShardStore, merge, remove_leftovers, result_files
-from mammut_video.errors import ConfigError
+from mammut_video.errors import ConfigError, error_text
 from mammut_video.runtime.rundir import RunDirError, read_settings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class ClipStream(IterableDataset):
     def _failed(fields: dict[str, Any], err: BaseException) -> dict[str, Any]:
         message = str(err)
         if fields["file"] not in message:
-            message = f"{fields['file']}: {type(err).__name__}: {message}"
+            message = f"{fields['file']}: {error_text(err)}"
         cause = getattr(err, "cause", None) or f"{type(err).__name__}: {err}"
         return {"last": True, **fields, "video": None, "error": message, "cause": cause}
 
