@@ -213,6 +213,16 @@ def test_resume_of_a_run_with_nothing_saved_says_it_starts_at_step_0(data: dict,
     assert "holds no saved state yet (train_state.pt); starting at step 0" in capsys.readouterr().err
 
 
+def test_resume_refuses_an_annotation_file_edited_in_place(data: dict, tmp_path: Path, capsys) -> None:
+    train = tmp_path / "train.jsonl"
+    shutil.copy(data["train"], train)
+    args = _args(data, tmp_path / "run", "--train", str(train), "--video-root", str(data["root"]), "--steps", "1")
+    assert main(args) == 0
+    train.write_text(train.read_text().replace('"answer": "red"', '"answer": "blue"', 1))
+    assert main([*args, "--resume"]) == 2
+    assert "annotation_sha256" in capsys.readouterr().err
+
+
 def test_an_existing_run_needs_resume_or_overwrite(data: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert main(_args(data, out, "--steps", "1", "--cache-clips")) == 0

@@ -16,6 +16,7 @@ from torch import nn
 
 from mammut_video.errors import ConfigError
 from mammut_video.runtime.distributed import DistContext
+from mammut_video.runtime.rundir import file_sha256
 from mammut_video.train.config import FinetuneConfig
 from mammut_video.train.data import (
     ClipGroup,
@@ -101,7 +102,9 @@ def _samples(spec: DataSpec, task: str, config: FinetuneConfig, option: str) -> 
     samples = samples_of(split, task)
     if not samples:
         raise TrainError(f"{option} {spec.text}: no {task} samples in the {split.split} split")
-    identity = {"annotation_file": str(Path(split.annotation_file).resolve()), "split": split.split,
+    identity = {"annotation_file": str(Path(split.annotation_file).resolve()),
+                "annotation_sha256": file_sha256(split.annotation_file),  # an answer edited in place changes it
+                "split": split.split,
                 "video_dir": str(Path(split.video_dir).resolve()) if split.video_dir is not None else None,
                 "samples": len(samples)}
     return samples, identity
