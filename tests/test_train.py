@@ -261,3 +261,12 @@ def test_checkpoints_say_whether_the_text_embedding_ever_trained():
     assert trained(0.0, None, {**tuned, "finetune": {"text_embedding_trained": False}}) is False
     assert trained(0.0, None, {**tuned, "finetune": {"text_embedding_trained": True}}) is True
     assert trained(0.0, None, tuned) is None
+
+
+def test_curves_skip_the_steps_whose_clips_all_failed(tmp_path) -> None:
+    from mammut_video.train.curves import draw_curves
+
+    records = [{"kind": "train", "step": 1, "loss": 2.0}, {"kind": "train", "step": 2, "skipped": "every clip failed"},
+               {"kind": "train", "step": 3, "loss": 1.5}, {"kind": "val", "step": 3, "val_loss": 1.7, "val_accuracy": 10.0}]
+    draw_curves(records, tmp_path / "curves.png", "val_accuracy")  # a KeyError on 'loss' ended such runs
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"

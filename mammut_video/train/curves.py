@@ -15,7 +15,7 @@ def draw_curves(records: list[dict], path: Path, metric: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    train = [r for r in records if r.get("kind") == "train"]
+    train = [r for r in records if r.get("kind") == "train" and "loss" in r]  # a step whose clips all failed has none
     val = [r for r in records if r.get("kind") == "val"]
     fig = Figure(figsize=(10, 4), dpi=100)
     FigureCanvasAgg(fig)

@@ -414,11 +414,11 @@ class Trainer:
         def work() -> None:
             if validate and self.val:
                 self._validate()
+            self._save()
             if validate and self.log_file is not None:  # without --val too: the training loss alone
                 from mammut_video.train.curves import draw_curves
 
                 draw_curves(self.log_file.records, self.files.curves, self.metric)
-            self._save()
 
         self.ctx.on_main(work)
 
