@@ -97,6 +97,19 @@ def test_resume_compares_settings_and_lists_what_differs(tmp_path: Path) -> None
         check_run_dir(tmp_path, results, {"frames": 16, "generation": {"num_beams": 3}}, True, False)
 
 
+def test_resume_of_a_run_from_before_a_setting_was_recorded(tmp_path: Path, caplog) -> None:
+    results = [tmp_path / "predictions.jsonl"]
+    results[0].write_text('{"video_id": 1}\n')
+    now = {"frames": 8, "precision": "fp32", "train": {"annotation_file": "a.jsonl", "annotation_sha256": "ab12"}}
+    write_json(tmp_path / SETTINGS_FILE, {"frames": 8, "precision": None, "train": {"annotation_file": "a.jsonl"}})
+    assert check_run_dir(tmp_path, results, now, resume=True, overwrite=False)  # not refused: cannot be checked
+    assert "did not record precision, train.annotation_sha256" in caplog.text
+    # once recorded, they are checked like any setting
+    write_json(tmp_path / SETTINGS_FILE, {**now, "precision": "bf16"})
+    with pytest.raises(RunDirError, match=r"precision: bf16 before, fp32 now"):
+        check_run_dir(tmp_path, results, now, True, False)
+
+
 def test_open_run_dir_overwrite_removes_results_and_records_settings(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()

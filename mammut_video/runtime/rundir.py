@@ -179,11 +179,28 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+# Settings that earlier versions did not record (or, for finetune's precision, recorded as null for
+# the device's default): an earlier run's settings.json without them cannot be checked for them,
+# which is warned about, not refused, so a run started before an upgrade can still be resumed.
+LATER_SETTINGS = ("annotation_sha256", "precision")
+
+
+def _unrecorded(key: str, before: dict[str, object]) -> bool:
+    return key.rsplit(".", 1)[-1] in LATER_SETTINGS and before.get(key) is None
+
+
 def settings_differences(before: dict, now: dict) -> list[str]:
-    """``"name: X before, Y now"`` for every setting that differs (nested keys dotted)."""
+    """``"name: X before, Y now"`` for every setting that differs (nested keys dotted), a setting of
+    ``LATER_SETTINGS`` that ``before`` does not record excepted."""
     a, b = _flatten(before), _flatten(now)
     return [f"{k}: {a.get(k, '(not recorded)')} before, {b.get(k, '(not set)')} now"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and not _unrecorded(k, a)]
+
+
+def unrecorded_settings(before: dict, now: dict) -> list[str]:
+    """The settings of ``now`` that an earlier version left out of ``before`` (not checked on resume)."""
+    a = _flatten(before)
+    return [k for k in sorted(_flatten(now)) if _unrecorded(k, a) and _flatten(now)[k] is not None]
 
 
 def read_settings(out_dir: str | os.PathLike) -> dict | None:
@@ -246,6 +263,10 @@ def check_run_dir(out_dir: Path, results: list[Path], settings: dict | None, res
         raise RunDirError(
             f"--resume: the results in {out_dir} were made with other settings ({'; '.join(diffs)}), "
             "so continuing would mix them. Pass --overwrite to discard them and start again, or choose a new --out")
+    unchecked = unrecorded_settings(before, settings)
+    if unchecked:
+        log.warning("%s was written by an older version, which did not record %s: resuming without checking it",
+                    out_dir / SETTINGS_FILE, ", ".join(unchecked))
     return True
 
 
