@@ -195,6 +195,10 @@ def test_validation_clips_that_fail_are_named_and_most_failing_stops(data: dict,
                       str(root / "val.jsonl"), "--steps", "1")) == 2
     assert "2 of the 2 validation clips could not be decoded" in capsys.readouterr().err
     assert not (tmp_path / "run2" / "best").exists()
+    # what trained is kept, and the metrics name every clip that failed
+    assert mv.load_model(tmp_path / "run2" / "last").provenance["finetune"]["step"] == 1
+    assert sorted(Path(r["path"]).name for r in _records(tmp_path / "run2", "failed_clip")
+                  if r["data"] == "validation") == ["clip_001.mp4", "clip_val_000.mp4"]
 
 
 def test_a_run_stopped_by_its_time_budget_continues_with_more_time(data: dict, tmp_path: Path, capsys) -> None:

@@ -447,10 +447,6 @@ class Trainer:
         than half of them fail, as ``--cache-clips`` does when it decodes them at the start."""
         from mammut_video.train.validate import val_clips
 
-        clips = len(val_clips(self.val))
-        if failures and len(failures) > MOST_FAILED * clips:
-            raise TrainError(f"{len(failures)} of the {clips} validation clips could not be decoded "
-                             f"(first: {failures[0][1]}); check the videos and --video-root")
         for path, error in failures:
             if path in self.val_failed_paths:
                 continue
@@ -460,6 +456,12 @@ class Trainer:
             if self.log_file is not None:
                 self.log_file.write({"kind": "failed_clip", "step": self.position.step, "path": path, "error": error,
                                      "data": "validation"})
+        clips = len(val_clips(self.val))
+        if failures and len(failures) > MOST_FAILED * clips:
+            self._save()  # the training done so far is kept: --resume continues once the clips are mended
+            raise TrainError(f"{len(failures)} of the {clips} validation clips could not be decoded "
+                             f"(first: {failures[0][1]}); stopping with the model so far in {self.files.last}. "
+                             "Check the videos and --video-root")
 
     def _save(self) -> None:
         self._save_checkpoint(self.files.last)
