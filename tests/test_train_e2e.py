@@ -205,6 +205,9 @@ def test_a_run_stopped_by_its_time_budget_continues_with_more_time(data: dict, t
     out = tmp_path / "run"
     assert main(_args(data, out, "--steps", "4", "--max-time", "0.01s")) == 0
     assert len(_records(out)) == 1 and "stopped at the time budget" in capsys.readouterr().out
+    assert main(_args(data, out, "--steps", "4", "--max-time", "0.01s", "--resume")) == 0  # the same budget
+    assert "a larger --max-time (it counts every run's training time) or none" in capsys.readouterr().out
+    assert len(_records(out)) == 1
     assert main(_args(data, out, "--steps", "4", "--max-time", "10m", "--resume")) == 0
     assert [r["step"] for r in _records(out)] == [1, 2, 3, 4]
     assert "already finished" not in capsys.readouterr().out

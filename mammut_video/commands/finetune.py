@@ -176,6 +176,10 @@ def run_finetune(args: argparse.Namespace) -> int:
     if result.stopped == "finished":
         print(f"finetune {result.task}: the run in {files.root} had already finished at step {result.steps} "
               f"({result.epochs:.2f} epochs); nothing trained (--overwrite starts again)")
+    elif result.stopped == "time_spent":
+        print(f"finetune {result.task}: the run in {files.root} stopped at its time budget at step {result.steps} "
+              f"after {result.seconds:.0f} s of training; nothing trained: a larger --max-time (it counts every "
+              "run's training time) or none continues it")
     else:
         how = {"steps": "the step count", "epochs": "the epoch count", "max_time": "the time budget"}[result.stopped]
         print(f"finetune {result.task}: {result.steps} steps ({result.epochs:.2f} epochs) in {result.seconds:.0f} s, "

@@ -49,7 +49,9 @@ class FinetuneResult:
     task: str
     steps: int
     epochs: float
-    stopped: str  # "steps", "epochs", "max_time" or "finished" (a resumed run that had already ended)
+    # "steps", "epochs", "max_time"; "finished" (a resumed run that had already ended) or "time_spent"
+    # (a resumed run stopped by a time budget that this one's --max-time does not extend)
+    stopped: str
     seconds: float
     samples_per_s: float
     train_loss: float | None
@@ -178,7 +180,9 @@ class Trainer:
         if pos.finished and self._stop_reason() is None:
             pos.finished = False  # an earlier run's time budget stopped it; this one's (or none) leaves steps to do
         bar = self._bar()
-        stopped = "finished" if pos.finished else None
+        stopped = None
+        if pos.finished:
+            stopped = "time_spent" if self.total_steps is not None and pos.step < self.total_steps else "finished"
         last_loss = None
         self.train_seconds, self.train_samples = 0.0, 0  # optimizer steps of this call only
         while stopped is None:
