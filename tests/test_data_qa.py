@@ -230,7 +230,7 @@ def test_malformed_json_and_jsonl_and_csv(tmp_path):
     with pytest.raises(AnnotationError, match=r"test.csv: record 0: field 'start' must be a number of seconds"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     path.write_text("video,question,answer,start,end\na.mp4,what?,dog,3,2\n")
-    with pytest.raises(AnnotationError, match=r"record 0: 'end' \(2.0\) must be after 'start'"):
+    with pytest.raises(AnnotationError, match=r"record 0: end \(2.0\) must be after start"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
 
 
@@ -424,7 +424,7 @@ def test_tsv_is_split_on_tabs(synth, tmp_path):
     assert _triples(qa)[1:] == _triples(reference)[1:]
     assert [r.question_id for r in qa.records] == [r.question_id for r in reference.records]
     path.write_text("video\tquestion\tanswer\na.mp4\twhat?\tdog\textra\n")
-    with pytest.raises(AnnotationError, match=r"qa.tsv: record #0 \(line 2\): row has 4 cells but the header has 3"):
+    with pytest.raises(AnnotationError, match=r"qa.tsv: record 0 \(line 2\): row has 4 cells but the header has 3"):
         load_qa("custom", "train", annotations=path, videos=root)
     path = tmp_path / "qa.txt"
     path.write_text("video,question,answer\n")
@@ -442,7 +442,7 @@ def test_jsonl_records_are_named_by_their_line(tmp_path):
         (f"\n{ok}\n" + json.dumps({"video": 3, "question": "who?", "answer": "x"}) + "\n",
          r"test.jsonl: record line 3: field 'video' must be a path string"),
         (f"{ok}\n\n\n" + json.dumps({"video": "a.mp4", "question": "who?", "answer": "x", "start": 2, "end": 1}),
-         r"test.jsonl: record line 4: 'end' \(1.0\) must be after 'start'"),
+         r"test.jsonl: record line 4: end \(1.0\) must be after start"),
         (f"{ok}\n\n{{broken\n", r"test.jsonl: record line 3: malformed JSON: Expecting"),
     ]:
         path.write_text(text)
@@ -469,9 +469,10 @@ def test_a_null_or_empty_field_is_not_called_missing(tmp_path, field, value, pat
 
 
 @pytest.mark.parametrize("segment,pattern", [
-    ('"start": NaN', r"record line 2: field 'start' must be a non-negative number of seconds, got nan"),
-    ('"end": Infinity', r"record line 2: field 'end' must be a non-negative number of seconds, got inf"),
-    ('"start": -Infinity', r"record line 2: field 'start' must be a non-negative number of seconds, got -inf"),
+    ('"start": NaN', r"record line 2: start must be a finite number of seconds >= 0, got nan"),
+    ('"end": Infinity', r"record line 2: end must be a finite number of seconds > 0, got inf"),
+    ('"start": -Infinity', r"record line 2: start must be a finite number of seconds >= 0, got -inf"),
+    ('"end": 0', r"record line 2: end must be a finite number of seconds > 0, got 0.0"),  # caption / ask's rule too
 ])
 def test_segment_bounds_that_are_not_finite_are_refused_at_load(tmp_path, segment, pattern):
     """Python's json reads NaN / Infinity; they used to pass loading and fail clip by clip in training."""
@@ -482,7 +483,7 @@ def test_segment_bounds_that_are_not_finite_are_refused_at_load(tmp_path, segmen
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     table = tmp_path / "test.csv"
     table.write_text("video,question,answer,start,end\na.mp4,what?,dog,0,nan\n")
-    with pytest.raises(AnnotationError, match=r"test.csv: record 0: field 'end' must be a non-negative number"):
+    with pytest.raises(AnnotationError, match=r"test.csv: record 0: end must be a finite number of seconds > 0, got nan"):
         load_qa("custom", "test", annotations=table, videos=tmp_path)
     captions = tmp_path / "test_captions.jsonl"
     captions.write_text('{"video": "a.mp4", "caption": "a dog", ' + segment + "}\n")

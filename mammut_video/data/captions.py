@@ -193,9 +193,7 @@ def read_custom_captions(path: Path) -> list[tuple[str, float | None, float | No
     for where, record in zip(record_labels(data), data):
         f = Fields(path, where, record)
         video = f.str("video")
-        start, end = f.optional_seconds("start"), f.optional_seconds("end")
-        if start is not None and end is not None and end <= start:
-            raise f.error(f"'end' ({end}) must be after 'start' ({start})")
+        start, end = f.segment()
         if f.has("captions"):
             texts = f.record["captions"]
             if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

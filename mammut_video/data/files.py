@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mammut_video.errors import MammutVideoError
+from mammut_video.errors import ConfigError, MammutVideoError, check_segment
 
 # UTF-8, with the byte-order mark that Excel's "CSV UTF-8" and some editors write skipped
 ENCODING = "utf-8-sig"
@@ -111,7 +110,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
             if None in row:  # more cells than header columns
                 raise AnnotationError(path, f"row has {len(reader.fieldnames) + len(row[None])} cells "
                                             f"but the header has {len(reader.fieldnames)}",
-                                      record=f"#{i} (line {reader.line_num})")
+                                      record=f"{i} (line {reader.line_num})")  # the row index, as Fields names it
             rows.append({k.strip(): v for k, v in row.items() if v not in (None, "")})
     return rows
 
@@ -216,7 +215,14 @@ class Fields:
                 value = float(value)
             except ValueError:
                 raise self.error(f"field {name!r} must be a number of seconds, got {value!r}") from None
-        # NaN compares false: json reads NaN and Infinity, float() reads "nan" and "inf"
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-            raise self.error(f"field {name!r} must be a non-negative number of seconds, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.error(f"field {name!r} must be a number of seconds, got {type(value).__name__} {value!r}")
         return float(value)
+
+    def segment(self) -> tuple[float | None, float | None]:
+        """The optional ``start`` / ``end`` seconds, under the rule every segment follows
+        (:func:`~mammut_video.errors.check_segment`: finite, start >= 0, end > 0 and after start)."""
+        try:
+            return check_segment(self.optional_seconds("start"), self.optional_seconds("end"))
+        except ConfigError as err:
+            raise self.error(str(err)) from None

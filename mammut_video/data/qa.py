@@ -120,9 +120,7 @@ def read_qa_annotations(path: Path, split: str = "test") -> list[RawQA]:
         if not answer:
             raise f.error("field 'answer' is blank")
         qid = f.id("question_id", "id", "qid") if f.first_present("question_id", "id", "qid") else i
-        start, end = f.optional_seconds("start"), f.optional_seconds("end")
-        if start is not None and end is not None and end <= start:
-            raise f.error(f"'end' ({end}) must be after 'start' ({start})")
+        start, end = f.segment()
         out.append(RawQA(ref, question, answer, qid, start, end, where))
     check_unique(path, ((r.where, r.question_id) for r in out), "question id")
     return out

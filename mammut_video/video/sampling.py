@@ -23,12 +23,10 @@ When the segment holds fewer than ``num_frames`` frames, uniform and random repe
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
-from mammut_video.errors import ConfigError
+from mammut_video.errors import ConfigError, check_segment
 
 SAMPLING_MODES = ("uniform", "random", "fps")
 
@@ -57,12 +55,7 @@ def check_sampling_args(
         raise ConfigError(f"sampling='fps' needs a positive fps=, got {fps!r}")
     if sampling != "fps" and fps is not None:
         raise ConfigError(f"fps= is only used with sampling='fps' (got sampling={sampling!r})")
-    if start is not None and (not math.isfinite(start) or start < 0):
-        raise ConfigError(f"start must be a finite number of seconds >= 0, got {start!r}")
-    if end is not None and start is not None and not end > start:
-        raise ConfigError(f"end ({end}) must be after start ({start})")
-    if end is not None and not end > 0:
-        raise ConfigError(f"end must be > 0 seconds, got {end!r}")
+    check_segment(start, end)
 
 
 def needs_timestamps(sampling: str, start: float | None, end: float | None) -> bool:
