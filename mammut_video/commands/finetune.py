@@ -192,7 +192,7 @@ def run_finetune(args: argparse.Namespace) -> int:
               f"{metric.removeprefix('val_')} {result.val[metric]:.2f}; best {result.best[metric]:.2f} at step "
               f"{result.best['step']}")
     if result.failed_clips:
-        print(f"clips skipped (could not be decoded): {result.failed_clips} (listed in metrics.jsonl)")
+        print(f"training clips skipped (could not be decoded): {result.failed_clips} (listed in metrics.jsonl)")
     print(f"checkpoints: {files.last}" + (f", {files.best}" if result.best else ""))
     print(f"metrics: {files.metrics}\ncurves: {files.curves}")
     return 0
