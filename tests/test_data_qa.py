@@ -423,6 +423,10 @@ def test_tsv_is_split_on_tabs(synth, tmp_path):
     assert qa.records[0].question == "what, if anything, moves?"
     assert _triples(qa)[1:] == _triples(reference)[1:]
     assert [r.question_id for r in qa.records] == [r.question_id for r in reference.records]
+    found = tmp_path / "ann"  # a folder given as annotations: train.tsv is found there like train.jsonl
+    found.mkdir()
+    path.rename(found / "train.tsv")
+    assert load_qa("custom", "train", annotations=found, videos=root).annotation_file == found / "train.tsv"
     path.write_text("video\tquestion\tanswer\na.mp4\twhat?\tdog\textra\n")
     with pytest.raises(AnnotationError, match=r"qa.tsv: record 0 \(line 2\): row has 4 cells but the header has 3"):
         load_qa("custom", "train", annotations=path, videos=root)

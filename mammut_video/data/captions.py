@@ -179,8 +179,8 @@ def load_captions(dataset: str, split: str = "test", data_root: str | Path | Non
 
 def custom_caption_file_names(split: str) -> list[str]:
     """Annotation file names tried for a custom caption split, most specific first."""
-    return [f"{split}_captions{ext}" for ext in (".jsonl", ".csv", ".json")] + \
-        [f"captions_{split}{ext}" for ext in (".jsonl", ".csv", ".json")]
+    return [f"{stem}{ext}" for stem in (f"{split}_captions", f"captions_{split}")
+            for ext in (".jsonl", ".csv", ".json", ".tsv")]
 
 
 def read_custom_captions(path: Path) -> list[tuple[str, float | None, float | None, list[str]]]:

@@ -64,8 +64,7 @@ def canonical_split(split: str) -> str:
 def qa_file_names(dataset: str, split: str) -> list[str]:
     """Annotation file names tried for a split, most specific first."""
     if dataset == "custom":
-        return [f"{split}.jsonl", f"{split}.csv", f"{split}.json", f"{split}_qa.jsonl", f"{split}_qa.csv",
-                f"{split}_qa.json"]
+        return [f"{stem}{ext}" for stem in (split, f"{split}_qa") for ext in (".jsonl", ".csv", ".json", ".tsv")]
     short = dataset.split("-")[0]  # msrvtt / msvd
     return [f"{split}_qa.json", f"qa_{split}.json", f"{short}_qa_{split}.json", f"{split}.jsonl",
             f"txt_{dataset}.json", f"violet_txt_{dataset}.json"]
