@@ -209,7 +209,7 @@ def test_an_image_batch_is_taken_as_one_frame_clips():
     assert torch.equal(as_images.tokens, as_clips.tokens) and torch.equal(as_images.embedding, as_clips.embedding)
     assert torch.equal(logits_images, logits_clips)
     assert captions == model.caption(images[:, :, None], max_new_tokens=3)
-    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+    with pytest.raises(ValueError, match=r"images \(B, 3, H, W\), got shape \(3, 112, 112\)"):
         model.encode_video(torch.randn(3, 112, 112))
 
 

@@ -151,10 +151,7 @@ class VideoEncoder(nn.Module):
 
         An image batch (B, C, H, W) is taken as clips of one frame (T = 1): exactly the pretrained ViT.
         """
-        if x.ndim == 4:
-            x = x[:, :, None]
-        if x.ndim != 5:
-            raise ConfigError(f"expected a clip batch (B, C, T, H, W) or images (B, C, H, W), got shape {tuple(x.shape)}")
+        x = self.checked_input(x)
         _, _, t, h, w = x.shape
         tokens = self.add_positions(self.tokenize(x), t, h, w)
         tokens = self.trunk.patch_drop(tokens)
@@ -164,6 +161,29 @@ class VideoEncoder(nn.Module):
 
             return checkpoint_seq(self.trunk.blocks, tokens)
         return self.trunk.blocks(tokens)
+
+    def checked_input(self, x: object) -> torch.Tensor:
+        """``x`` as a float (B, C, T, H, W) batch in the weights' dtype; a :class:`ConfigError` saying what is
+        wrong for the usual mistakes (a clip without its batch dimension, frames not through ``preprocess``)."""
+        hint = "clips go through model.preprocess (uint8 (T, H, W, C) -> float (C, T, H, W)), then [None] or stack"
+        if not isinstance(x, torch.Tensor):
+            raise ConfigError(f"expected a float tensor (B, C, T, H, W), got {type(x).__name__}; {hint}")
+        if not x.is_floating_point():
+            raise ConfigError(f"expected a float tensor (B, C, T, H, W), got {x.dtype} {tuple(x.shape)}; {hint}")
+        given = tuple(x.shape)
+        if x.ndim == 4:
+            x = x[:, :, None]
+        channels = self.trunk.patch_embed.proj.in_channels
+        if x.ndim != 5 or x.shape[1] != channels:
+            raise ConfigError(f"expected a clip batch (B, {channels}, T, H, W) or images (B, {channels}, H, W), got "
+                              f"shape {given}; one preprocessed clip is (C, T, H, W): pass clip[None]")
+        if x.shape[0] == 0:
+            raise ConfigError("an empty batch of clips")
+        if not active_tubes(self.tube_specs, *x.shape[2:]):
+            raise ConfigError(f"frames of {x.shape[3]}x{x.shape[4]} are smaller than one patch of this model; "
+                              f"{hint}")
+        dtype = self.proj.dtype
+        return x if x.dtype == dtype or torch.is_autocast_enabled(x.device.type) else x.to(dtype)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Visual tokens (B, N, D) -> embedding (B, E): mean over all tokens incl. CLS, ln_post, proj."""

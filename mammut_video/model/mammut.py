@@ -250,6 +250,7 @@ class MammutVideo(nn.Module):
 
         gen_kwargs: ``max_new_tokens``, ``num_beams``, ``length_penalty``, ``use_cache``.
         """
+        video = self.visual.checked_input(video)
         if len(prompts) != video.shape[0]:
             raise ConfigError(f"{video.shape[0]} clips but {len(prompts)} prompts")
         tok = self.tokenizer
@@ -261,6 +262,7 @@ class MammutVideo(nn.Module):
         """video (B, C, T, H, W) -> one caption per clip."""
         gen_kwargs.setdefault("max_new_tokens", 30)
         tok = self.tokenizer
+        video = self.visual.checked_input(video)
         out = self.generate(video, [[tok.sot_id] for _ in range(video.shape[0])], **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
 
@@ -272,6 +274,7 @@ class MammutVideo(nn.Module):
         from mammut_video.text.prompts import qa_prompt_ids
 
         questions = [questions] if isinstance(questions, str) else list(questions)
+        video = self.visual.checked_input(video)
         if len(questions) != video.shape[0]:
             raise ConfigError(f"{video.shape[0]} clips but {len(questions)} questions")
         gen_kwargs.setdefault("max_new_tokens", 10)
@@ -279,13 +282,13 @@ class MammutVideo(nn.Module):
         out = self.generate(video, qa_prompt_ids(tok, questions, self.config.text.context_length), **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
 
-    def rank_answers(self, video: torch.Tensor, questions: list[str], candidates: list[str],
+    def rank_answers(self, video: torch.Tensor, questions: str | Sequence[str], candidates: Sequence[str],
                      batch_size: int = 64, length_normalize: bool = False,
                      clip_index: Sequence[int] | None = None) -> torch.Tensor:
         """Score every candidate answer for every question by decoder likelihood.
 
         video (B, C, T, H, W); Q questions, question q being about clip ``clip_index[q]`` (default:
-        clip q, so Q == B); K candidates -> (Q, K) on the CPU: the summed log-probability of the
+        clip q, so Q == B; a single string is one question); K candidates -> (Q, K) on the CPU: the summed log-probability of the
         candidate's tokens plus the final EOT after the QA prompt (divided by that token count
         when ``length_normalize``).
 
@@ -298,6 +301,9 @@ class MammutVideo(nn.Module):
         from mammut_video.model.ranking import AnswerTrie, score_answers
         from mammut_video.text.prompts import qa_prompt_ids
 
+        questions = [questions] if isinstance(questions, str) else list(questions)  # not its characters
+        candidates = [candidates] if isinstance(candidates, str) else list(candidates)
+        video = self.visual.checked_input(video)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         if not candidates:
