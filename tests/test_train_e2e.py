@@ -147,6 +147,23 @@ def test_two_processes_equal_one_with_the_same_global_batch(data: dict, tmp_path
 
 
 @pytest.mark.slow
+def test_two_processes_equal_one_when_a_clip_fails_on_one_of_them(data: dict, tmp_path: Path) -> None:
+    """One clip per process and step, the corrupt clip read in step 2 by one process: the other's clip is
+    trained on (it was skipped with it) and the loss is normalised over the clips read, as in one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    steps = ["--steps", "3", "--batch-size", "2"]
+    assert main(_args(data, one, *steps, "--grad-accum", "2")) == 0
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", *_args(data, two, *steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sum(r["samples"] for r in _records(one)) == 5 and _records(one)[-1]["failed_samples"] == 1
+    assert [r["samples"] for r in _records(two)] == [r["samples"] for r in _records(one)]
+    assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
+
+
+@pytest.mark.slow
 def test_caption_task_validates_with_cider(data: dict, tmp_path: Path) -> None:
     out = tmp_path / "cap"
     assert main(_args(data, out, "--train", str(data["root"] / "train_captions.jsonl"), "--val",

@@ -299,10 +299,15 @@ class Trainer:
         prepared = [self._prepare(b) for b in micro_batches]
         local = [sum(p["tokens"] for p in prepared), sum(p["samples"] for p in prepared),
                  sum(len(p["failed"]) for p in prepared), sum(p.get("texts", 0) for p in prepared)]
-        totals = self._sum(local + [float(p["samples"] == 0) for p in prepared])
-        tokens, samples, failed, texts = (int(v) for v in totals[:4])
-        skip = [bool(v) for v in totals[4:]]
-        kept = [p for p, s in zip(prepared, skip) if not s]
+        tokens, samples, failed, texts = (int(v) for v in self._sum(local))
+        # a micro-batch whose clips all failed is left out; but under DDP every process runs every micro-batch
+        # (the gradients are reduced together), so there it runs a stand-in that weighs nothing
+        if samples == 0:  # every clip of the step failed, on every process: no update
+            kept = []
+        elif ctx.distributed:
+            kept = [p if p["samples"] else self._stand_in() for p in prepared]
+        else:
+            kept = [p for p in prepared if p["samples"]]
         caption_sum = contrastive_sum = 0.0
         for i, part in enumerate(kept):
             sync = i == len(kept) - 1 or not ctx.distributed
@@ -327,7 +332,7 @@ class Trainer:
             record["caption_loss"] = caption_sum / max(tokens, 1)
             record["loss"] = record["caption_loss"]
             if self.contrastive is not None:
-                record["contrastive_loss"] = contrastive_sum / len(kept)
+                record["contrastive_loss"] = contrastive_sum / max(1, sum(1 for p in kept if p["samples"]))
                 record["loss"] += cfg.contrastive_weight * record["contrastive_loss"]
             record["grad_norm"] = grad_norm
         else:
@@ -347,6 +352,16 @@ class Trainer:
                 "labels": labels.to(device), "rows": rows, "samples": len(batch["items"]), "texts": sum(rows),
                 "failed": batch["failed"], "tokens": int((labels[:, 1:] != -100).sum())}
 
+    def _stand_in(self) -> dict[str, Any]:
+        """A micro-batch of one blank clip and a one-token text, with weight 0: what a process whose clips
+        all failed runs under DDP, so that it takes part in the gradient reduction adding nothing."""
+        device, tok = self.ctx.device, self.model.tokenizer
+        size, channels = self.model.config.vision.image_size, self.model.visual.trunk.patch_embed.proj.in_channels
+        return {"video": torch.zeros(1, channels, self.train_data.num_frames, size, size, device=device),
+                "ids": torch.tensor([[tok.sot_id, tok.eot_id]], device=device),
+                "labels": torch.tensor([[-100, tok.eot_id]], device=device), "rows": [1],
+                "samples": 0, "texts": 0, "failed": [], "tokens": 0, "weight": 0.0}
+
     def _backward(self, part: dict[str, Any], step_tokens: int) -> tuple[float, float]:
         """Forward and backward of one micro-batch; returns its summed token loss and contrastive loss."""
         from mammut_video.model.losses import caption_loss
@@ -363,8 +378,10 @@ class Trainer:
                                      out.get("logit_bias"))["loss"]
                 loss = loss + c * (cfg.contrastive_weight * world / cfg.grad_accum)
                 contrastive = float(c.detach())
+            weight = part.get("weight", 1.0)  # 0 for a stand-in
+            loss = loss * weight
         self.scaler.scale(loss).backward()
-        return float(token_sum.detach()), contrastive
+        return float(token_sum.detach()) * weight, contrastive * weight
 
     def _update(self) -> float:
         """Clip, step, and keep ``logit_scale`` within CLIP's range; returns the gradient norm before clipping."""
