@@ -171,6 +171,39 @@ def test_run_sharded_shows_the_failures_so_far_on_the_bar(monkeypatch: pytest.Mo
         yield [{"key": "b", "error": "cannot decode video x.mp4"}], 1
         yield [{"key": "c"}], 1
 
+    made: list[tuple] = []
+    monkeypatch.setattr(loop, "progress", lambda *a, **k: made.append(a) or bar)
     stats = loop.run_sharded([Unit()], work, Store(), DistContext(), desc="t")
     assert stats.failed == 1 and bar.done == 3
     assert bar.postfixes == [{"failed": 1}, {"failed": 1}]  # from the bad input on, never before it
+    assert made[0][1] == "t"
+
+
+def test_run_sharded_under_torchrun_says_the_bar_is_rank_0s_share(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mammut_video.runtime.loop as loop
+
+    made: list[tuple] = []
+    monkeypatch.setattr(loop, "progress", lambda *a, **k: made.append(a) or _RecordingBar())
+    ctx = DistContext(rank=0, world_size=2)
+    monkeypatch.setattr(ctx, "barrier", lambda: None)
+    monkeypatch.setattr(ctx, "gather", lambda values: values * 2)  # both ranks did the same
+
+    class Store:
+        def finished(self) -> set[str]:
+            return set()
+
+        def append(self, results: list[dict]) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    class Unit:
+        def __init__(self, key: str) -> None:
+            self.keys = [key]
+
+        def restrict(self, keys: list[str]) -> "Unit":
+            return self
+
+    loop.run_sharded([Unit("a"), Unit("b")], lambda units: iter([([{}], len(units))]), Store(), ctx, desc="eval")
+    assert made[0][:2] == (1, "eval (rank 0's share, 1/2)")

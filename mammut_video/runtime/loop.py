@@ -92,6 +92,8 @@ def run_sharded(units: Sequence[U], work: Work, store: ResultStore, ctx: DistCon
 
     started = time.perf_counter()
     processed = failed = 0
+    if ctx.distributed:  # rank 0 shows its own share only: say so, or 8 GPUs look like 1/8 of the job
+        desc = f"{desc} (rank 0's share, 1/{ctx.world_size})"
     bar = progress(sum(len(u.keys) for u in mine), desc, unit_name, enabled=show_progress and ctx.is_main)
     try:
         for results, keys_done in work(mine):
