@@ -154,6 +154,17 @@ def test_convert_refuses_an_output_directory_with_other_files(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "victim" in err and "notes.txt" in err and "Traceback" not in err
     assert (victim / "notes.txt").read_text() == "precious"
+    # below a file: one line before any work (it was a FileExistsError traceback after converting)
+    assert main(["convert", "--from", "timm", str(tmp_path / "vit.pth"), "--out", str(victim / "notes.txt" / "ck")]) == 2
+    assert "notes.txt is a file, not a folder" in capsys.readouterr().err
+
+
+def test_save_into_the_current_folder_is_refused_in_plain_words(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in (".", str(tmp_path), ".."):  # the swap would move the folder the user stands in
+        with pytest.raises(CheckpointError, match="is the current folder .* a folder of its own"):
+            tiny.save_pretrained(out)
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])

@@ -158,8 +158,15 @@ def atomic_directory(
 
 
 def check_replaceable(out_dir: Path, foreign: Callable[[Path], list[str]] | None = None) -> None:
-    """Raise :class:`CheckpointError` unless ``out_dir`` is absent, empty, or holds only what ``foreign`` allows."""
+    """Raise :class:`CheckpointError` unless ``out_dir`` is absent, empty, or holds only what ``foreign`` allows
+    (and is not the current folder or one above it, which the swap that publishes a checkpoint would move)."""
+    if Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+        raise CheckpointError(f"{out_dir}: is the current folder (or holds it), which cannot be replaced; give the "
+                              "checkpoint a folder of its own, such as ckpt/")
     if not out_dir.exists() and not out_dir.is_symlink():
+        above = next((p for p in out_dir.parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise CheckpointError(f"{out_dir}: {above} is a file, not a folder")
         return
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise CheckpointError(f"{out_dir}: exists and is not a directory (or is a symbolic link); "
