@@ -43,3 +43,11 @@ def test_the_usual_video_input_mistakes_are_one_clear_error():
     with torch.no_grad():  # another float dtype is cast to the weights'; a single question is one question
         assert torch.equal(model.encode_video(x[None].double()).tokens, model.encode_video(x[None]).tokens)
         assert model.rank_answers(x[None], "what?", ["a", "b"]).shape == (1, 2)
+
+
+def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_at_first_use():
+    from mammut_video.errors import ConfigError
+
+    model = mv.create_model("mammut-video-tiny", text={"vocab_size": 10})  # the CLIP BPE tokenizer has 49,408
+    with pytest.raises(ConfigError, match="has 49408 tokens but the model's vocabulary only 10"):
+        model.caption(torch.randn(1, 3, 2, 112, 112))  # was an IndexError from the embedding table

@@ -61,11 +61,15 @@ class MammutVideo(nn.Module):
             from mammut_video.text import build_tokenizer
 
             spec = {**self.config.tokenizer, "context_length": self.config.text.context_length}
-            self._tokenizer = build_tokenizer(spec)
+            self.tokenizer = build_tokenizer(spec)
         return self._tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value: Any) -> None:
+        size, vocab = getattr(value, "vocab_size", None), self.config.text.vocab_size
+        if size is not None and size > vocab:  # its ids past the embedding table would fail at first use
+            raise ConfigError(f"the tokenizer ({self.config.tokenizer.get('type')}) has {size} tokens but the "
+                              f"model's vocabulary only {vocab}: give the tokenizer the model was trained with")
         self._tokenizer = value
 
     @property
