@@ -61,16 +61,21 @@ class MammutVideo(nn.Module):
             from mammut_video.text import build_tokenizer
 
             spec = {**self.config.tokenizer, "context_length": self.config.text.context_length}
-            self.tokenizer = build_tokenizer(spec)
+            self._tokenizer = build_tokenizer(spec)
         return self._tokenizer
 
     @tokenizer.setter
     def tokenizer(self, value: Any) -> None:
-        size, vocab = getattr(value, "vocab_size", None), self.config.text.vocab_size
-        if size is not None and size > vocab:  # its ids past the embedding table would fail at first use
-            raise ConfigError(f"the tokenizer ({self.config.tokenizer.get('type')}) has {size} tokens but the "
-                              f"model's vocabulary only {vocab}: give the tokenizer the model was trained with")
         self._tokenizer = value
+
+    def _text_tokenizer(self) -> Any:
+        """The tokenizer, for turning text into ids this model embeds: one whose ids run past the model's
+        vocabulary (a weights-only checkpoint with a small vocabulary) is refused here, not by an IndexError."""
+        tok, vocab = self.tokenizer, self.config.text.vocab_size
+        if getattr(tok, "vocab_size", 0) > vocab:
+            raise ConfigError(f"the tokenizer ({self.config.tokenizer.get('type')}) has {tok.vocab_size} tokens but "
+                              f"the model's vocabulary only {vocab}: give the tokenizer the model was trained with")
+        return tok
 
     @property
     def device(self) -> torch.device:
@@ -107,7 +112,7 @@ class MammutVideo(nn.Module):
         if isinstance(texts, torch.Tensor):
             return texts.to(self.device)
         texts = [texts] if isinstance(texts, str) else list(texts)  # a str is one text, not its characters
-        return self.tokenizer(texts, context_length=self.config.text.context_length).to(self.device)
+        return self._text_tokenizer()(texts, context_length=self.config.text.context_length).to(self.device)
 
     # ----------------------------------------------------------------- encoders
     def encode_video(self, video: torch.Tensor, normalize: bool = False) -> VideoOutput:
@@ -257,7 +262,7 @@ class MammutVideo(nn.Module):
         video = self.visual.checked_input(video)
         if len(prompts) != video.shape[0]:
             raise ConfigError(f"{video.shape[0]} clips but {len(prompts)} prompts")
-        tok = self.tokenizer
+        tok = self._text_tokenizer()
         with self.inference():
             kv = self.cross_kv(self.visual.forward_tokens(video))
             return generate(self.text, kv, prompts, eos_id=tok.eot_id, pad_id=tok.pad_id, **gen_kwargs)
@@ -265,7 +270,7 @@ class MammutVideo(nn.Module):
     def caption(self, video: torch.Tensor, **gen_kwargs: Any) -> list[str]:
         """video (B, C, T, H, W) -> one caption per clip."""
         gen_kwargs.setdefault("max_new_tokens", 30)
-        tok = self.tokenizer
+        tok = self._text_tokenizer()
         video = self.visual.checked_input(video)
         out = self.generate(video, [[tok.sot_id] for _ in range(video.shape[0])], **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
@@ -282,7 +287,7 @@ class MammutVideo(nn.Module):
         if len(questions) != video.shape[0]:
             raise ConfigError(f"{video.shape[0]} clips but {len(questions)} questions")
         gen_kwargs.setdefault("max_new_tokens", 10)
-        tok = self.tokenizer
+        tok = self._text_tokenizer()
         out = self.generate(video, qa_prompt_ids(tok, questions, self.config.text.context_length), **gen_kwargs)
         return [tok.decode(ids).strip() for ids in out]
 
@@ -314,7 +319,7 @@ class MammutVideo(nn.Module):
             raise ConfigError("no candidate answers to rank")
         by_clip = group_by_clip(video.shape[0], len(questions), clip_index)
         with self.inference():
-            tok = self.tokenizer
+            tok = self._text_tokenizer()
             kv_clips = self.cross_kv(self.visual.forward_tokens(video))  # per cross block (B, H, N, hd)
             prompts = qa_prompt_ids(tok, questions, self.config.text.context_length)
             trie = AnswerTrie([tok.encode(c) + [tok.eot_id] for c in candidates])
