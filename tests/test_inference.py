@@ -80,13 +80,19 @@ def test_ask_with_candidates_ranks_them_as_rank_answers(ckpt: Path, realdata: Pa
     assert sum(r[2] for r in row["ranked"]) == pytest.approx(1.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("case", ["bad video", "missing checkpoint", "empty question", "missing candidates"])
+@pytest.mark.parametrize("case", ["bad video", "missing checkpoint", "empty question", "missing candidates",
+                                  "top-k without candidates", "beams with candidates"])
 def test_ask_bad_input_is_one_line_exit_2(ckpt: Path, folder: Path, tmp_path: Path, capsys, case: str) -> None:
+    (tmp_path / "answers.txt").write_text("a dog\na cat\n")
     argv = {"bad video": [str(folder / "nested" / "broken.mp4"), "what?", "--checkpoint", str(ckpt)],
             "missing checkpoint": [str(folder / "a.mp4"), "what?", "--checkpoint", str(tmp_path / "none")],
             "empty question": [str(folder / "a.mp4"), " ", "--checkpoint", str(ckpt)],
             "missing candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt), "--candidates",
-                                   str(tmp_path / "none.txt")]}[case]
+                                   str(tmp_path / "none.txt")],
+            # options that would be ignored silently
+            "top-k without candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt), "--top-k", "3"],
+            "beams with candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt), "--beams", "3",
+                                      "--candidates", str(tmp_path / "answers.txt")]}[case]
     assert main(["ask", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("mammut-video ask: error: ")

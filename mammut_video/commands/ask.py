@@ -9,6 +9,7 @@ from mammut_video.commands.args import add_checkpoint, add_inference_runtime, ad
 from mammut_video.commands.caption import add_generation, add_segment
 
 RESUMABLE = False
+ASK_MAX_NEW_TOKENS = 10  # answers are short
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--candidates", metavar="FILE",
                      help="rank these answers instead of generating: a .json list of strings or one answer per "
                           "line (default: generate a free answer)")
-    gen.add_argument("--top-k", type=positive_int, default=5, metavar="K",
+    gen.add_argument("--top-k", type=positive_int, metavar="K",
                      help="with --candidates: how many of the best candidates to list (default: 5)")
-    add_generation(gen, 10)
+    add_generation(gen, ASK_MAX_NEW_TOKENS)
     add_segment(gen)
     p.add_argument("--json", action="store_true",
                    help='print one JSON object per question: {"question", "answer"} and, with --candidates, '
@@ -41,11 +42,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_ask(args: argparse.Namespace) -> int:
+    from mammut_video.errors import ConfigError
     from mammut_video.inference.ask import AskConfig, ask
 
+    if args.candidates is None and args.top_k is not None:
+        raise ConfigError("--top-k lists the best of ranked candidates: give them with --candidates FILE")
+    if args.candidates is not None and (args.beams != 1 or args.max_new_tokens != ASK_MAX_NEW_TOKENS):
+        raise ConfigError("--beams and --max-new-tokens shape generated answers; --candidates ranks given ones "
+                          "instead: drop one or the other")
     config = AskConfig(args.video, args.questions, args.checkpoint, candidates=args.candidates, frames=args.frames,
                        start=args.start, end=args.end, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
-                       top_k=args.top_k, device=args.device, precision=args.precision,
+                       top_k=args.top_k or 5, device=args.device, precision=args.precision,
                        compile=args.compile)
     for a in ask(config):
         if args.json:
