@@ -209,6 +209,12 @@ def test_convert_never_prints_a_traceback(tmp_path, capsys, monkeypatch):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     assert main(["convert", "--from", "openmammut", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "junk.pt" in capsys.readouterr().err
+    whole = (tmp_path / "odd.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(whole[: len(whole) // 2])  # a download cut short
+    assert main(["convert", "--from", "open_clip", str(tmp_path / "cut.pt"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cut.pt: cannot read weights (RuntimeError: PytorchStreamReader failed reading zip archive" in err
+    assert err.endswith((".)", "...)")) and len(err.splitlines()) == 1  # a sentence, not cut mid-word
 
     def boom(*args, **kwargs):
         raise IndexError("tuple index out of range")

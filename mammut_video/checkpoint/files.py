@@ -69,8 +69,17 @@ def _load_failure(exc: Exception) -> str:
         return ("holds pickled Python objects besides tensors; mammut-video loads with "
                 "torch.load(weights_only=True) and never runs code from a file: re-save its state_dict "
                 "with torch.save, or as .safetensors")
-    first = text.splitlines()[0] if text else ""
-    return f"cannot read weights ({type(exc).__name__}{': ' + first[:200] if first else ''})"
+    first = _first_sentence(text.splitlines()[0]) if text else ""
+    return f"cannot read weights ({type(exc).__name__}{': ' + first if first else ''})"
+
+
+def _first_sentence(line: str, limit: int = 200) -> str:
+    """``line`` up to its first full stop, or cut at a word within ``limit`` characters with an ellipsis:
+    never half a word (torch's zip reader runs on for 300 characters of advice)."""
+    end = line.find(". ")
+    if 0 <= end < limit:
+        return line[:end + 1]
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _torch_load(path: Path, map_location: str | torch.device) -> object:
