@@ -72,3 +72,17 @@ def test_l14_layout_on_meta_device():
     # tubes scaled by 14/16: a 2x8x8 + b 3x8x8 + c 2x8x8 + image 16x16 = 704, + CLS
     assert num_tokens(model.config.vision.tubes, 32, 224, 224) == 705
     assert num_tokens(model.config.vision.tubes, 1, 224, 224) == 257
+
+
+def test_a_field_of_the_wrong_type_is_named():
+    from mammut_video.errors import ConfigError
+
+    config = get_preset("mammut-video-tiny").to_dict()
+    for part, key, value, message in [("text", "width", "768", "text.width must be int, got str '768'"),
+                                      ("vision", "image_size", 112.0, "vision.image_size must be int, got float"),
+                                      ("text", "pad_mask", "no", "text.pad_mask must be bool"),
+                                      (None, "num_frames", True, "model.num_frames must be int, got bool")]:
+        bad = json.loads(json.dumps(config))
+        (bad[part] if part else bad)[key] = value
+        with pytest.raises(ConfigError, match=message):  # the first was "not all arguments converted ..."
+            MammutVideoConfig.from_dict(bad)

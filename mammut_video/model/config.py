@@ -60,6 +60,18 @@ def scale_tubes(tubes: list[TubeSpec], factor: float) -> list[TubeSpec]:
     return out
 
 
+_SIMPLE_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def check_field_types(config: Any, where: str) -> None:
+    """:class:`ConfigError` naming the first field of the dataclass ``config`` whose value is not of its
+    simple declared type (int, float, bool, str): a ``"width": "768"`` in a hand-edited config.json."""
+    for f in dataclasses.fields(config):
+        kinds, value = _SIMPLE_TYPES.get(str(f.type)), getattr(config, f.name)
+        if kinds is not None and (not isinstance(value, kinds) or (isinstance(value, bool) and f.type != "bool")):
+            raise ConfigError(f"{where}.{f.name} must be {f.type}, got {type(value).__name__} {value!r}")
+
+
 @dataclass
 class VisionConfig:
     """Image ViT body (a timm model name plus keyword overrides) and the tube set on top of it."""
@@ -74,6 +86,7 @@ class VisionConfig:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
     def __post_init__(self) -> None:
+        check_field_types(self, "vision")
         self.tubes = [t if isinstance(t, TubeSpec) else TubeSpec(**t) for t in self.tubes]
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
@@ -110,6 +123,7 @@ class TextConfig:
     has_mlp: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "text")
         if self.pooling not in ("avg_all", "avg"):
             raise ConfigError(f"text pooling must be 'avg_all' or 'avg', got {self.pooling!r}")
         if self.act not in ("gelu", "quick_gelu"):
@@ -133,6 +147,7 @@ class MammutVideoConfig:
     logit_bias: float | None = None  # initial value of an optional logit_bias (SigLIP-style); None: no bias
 
     def __post_init__(self) -> None:
+        check_field_types(self, "model")
         if isinstance(self.vision, dict):
             self.vision = VisionConfig(**self.vision)
         if isinstance(self.text, dict):
