@@ -69,6 +69,25 @@ def test_info_on_a_missing_checkpoint_says_not_found(tmp_path: Path, capsys) -> 
     assert "is a file, not a checkpoint directory" in capsys.readouterr().err
 
 
+def test_info_refuses_what_load_model_refuses(tmp_path: Path, capsys) -> None:
+    import json
+
+    import mammut_video as mv
+
+    mv.create_model("mammut-video-tiny", text={"layers": 2}).save_pretrained(str(tmp_path / "ck"))
+    assert main(["info", str(tmp_path / "ck")]) == 0
+    capsys.readouterr()
+    config = json.loads((tmp_path / "ck" / "config.json").read_text())
+    config["model"]["text"]["layers"] = 4  # the weights are a 2-layer decoder's: info described them as 4
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
+    assert main(["info", str(tmp_path / "ck")]) == 2
+    assert "weights do not fit the model" in capsys.readouterr().err
+    config["model"]["text"]["layers"], config["model"]["foo"] = 2, 1
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(config))
+    assert main(["info", str(tmp_path / "ck")]) == 2
+    assert "unknown model config keys: ['foo']" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("content", [b"some notes\n", b"e", b"", b"\x80\x02broken pickle"])
 def test_convert_of_a_file_that_is_not_weights_is_one_line_exit_2(tmp_path: Path, capsys, content: bytes) -> None:
     src = tmp_path / "notes.txt"

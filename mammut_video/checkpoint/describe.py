@@ -9,8 +9,25 @@ from mammut_video.checkpoint.files import CheckpointError
 from mammut_video.checkpoint.pretrained import WEIGHTS_FILE, read_checkpoint_config
 
 
+def _check_against_config(path: str, model_config: dict, shapes: dict[str, list[int]], source: str) -> None:
+    """The :class:`CheckpointError` ``load_model`` would raise for this config and these weights, found
+    with a model built on the meta device (shapes only: nothing is allocated or read)."""
+    import torch
+
+    from mammut_video.checkpoint.pretrained import TIME_TABLE, build_from_config
+    from mammut_video.checkpoint.strict import check_state_dict
+
+    with torch.device("meta"):
+        model = build_from_config(model_config, directory=path)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    if TIME_TABLE not in shapes:  # a checkpoint older than the table: load_model fills it in
+        expected.pop(TIME_TABLE, None)
+    check_state_dict(expected, {k: torch.empty(s, device="meta") for k, s in shapes.items()}, source)
+
+
 def describe(path: str) -> list[str]:
-    """Lines printed by ``info`` (reads config.json and the safetensors header only)."""
+    """Lines printed by ``info`` (reads config.json and the safetensors header only; a config or weights
+    that ``load_model`` would refuse raise the same :class:`CheckpointError`)."""
     from safetensors import safe_open
 
     meta = read_checkpoint_config(path)
@@ -24,6 +41,7 @@ def describe(path: str) -> list[str]:
             shapes = {key: f.get_slice(key).get_shape() for key in f.keys()}
     except Exception as exc:  # safetensors raises its own types for a damaged header
         raise CheckpointError(f"{weights}: not a readable safetensors file ({type(exc).__name__})") from exc
+    _check_against_config(path, meta["model"], shapes, str(weights))
     for key, shape in shapes.items():
         n = 1
         for d in shape:

@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="describe a mammut-video checkpoint: preset, parameters, tokenizer, provenance",
         description="Print the preset, parameter counts per part, tokenizer and where the weights came from "
-                    "(reads config.json and the header of model.safetensors only).",
+                    "(reads config.json and the header of model.safetensors only, without loading the weights; "
+                    "a config or weights that loading would refuse are refused here too, exit 2).",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (written by save_pretrained / convert)")
     add_verbosity(p)
