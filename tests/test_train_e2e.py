@@ -164,6 +164,23 @@ def test_two_processes_equal_one_when_a_clip_fails_on_one_of_them(data: dict, tm
 
 
 @pytest.mark.slow
+def test_two_processes_equal_one_with_the_contrastive_pass_and_a_failing_clip(data: dict, tmp_path: Path) -> None:
+    """With --contrastive-weight the loss gathers every process's pairs: the stand-in of the process that lost
+    its clip must add none, and the temperature's gradient must not be counted once per process (grad_norm)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    steps = ["--steps", "3", "--batch-size", "2", "--contrastive-weight", "0.5"]
+    assert main(_args(data, one, *steps)) == 0  # one micro-batch of 2 == 2 processes x 1, gathered
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", *_args(data, two, *steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert _records(one)[-1]["failed_samples"] == 1
+    for key in ("loss", "contrastive_loss", "grad_norm"):
+        assert [r[key] for r in _records(two)] == pytest.approx([r[key] for r in _records(one)], rel=1e-4), key
+
+
+@pytest.mark.slow
 def test_caption_task_validates_with_cider(data: dict, tmp_path: Path) -> None:
     out = tmp_path / "cap"
     assert main(_args(data, out, "--train", str(data["root"] / "train_captions.jsonl"), "--val",

@@ -299,15 +299,13 @@ class Trainer:
         prepared = [self._prepare(b) for b in micro_batches]
         local = [sum(p["tokens"] for p in prepared), sum(p["samples"] for p in prepared),
                  sum(len(p["failed"]) for p in prepared), sum(p.get("texts", 0) for p in prepared)]
-        tokens, samples, failed, texts = (int(v) for v in self._sum(local))
-        # a micro-batch whose clips all failed is left out; but under DDP every process runs every micro-batch
-        # (the gradients are reduced together), so there it runs a stand-in that weighs nothing
-        if samples == 0:  # every clip of the step failed, on every process: no update
-            kept = []
-        elif ctx.distributed:
-            kept = [p if p["samples"] else self._stand_in() for p in prepared]
-        else:
-            kept = [p for p in prepared if p["samples"]]
+        totals = self._sum(local + [float(p["samples"] == 0) for p in prepared])
+        tokens, samples, failed, texts = (int(v) for v in totals[:4])
+        # a micro-batch whose clips all failed on every process is left out by all; where only some
+        # processes lost theirs, those run a stand-in that weighs nothing, since under DDP every process
+        # runs every micro-batch (the gradients are reduced together). No micro-batch left: no update.
+        kept = [p if p["samples"] else self._stand_in()
+                for p, empty_on in zip(prepared, totals[4:]) if empty_on < ctx.world_size]
         caption_sum = contrastive_sum = 0.0
         for i, part in enumerate(kept):
             sync = i == len(kept) - 1 or not ctx.distributed
@@ -332,7 +330,7 @@ class Trainer:
             record["caption_loss"] = caption_sum / max(tokens, 1)
             record["loss"] = record["caption_loss"]
             if self.contrastive is not None:
-                record["contrastive_loss"] = contrastive_sum / max(1, sum(1 for p in kept if p["samples"]))
+                record["contrastive_loss"] = contrastive_sum / len(kept)
                 record["loss"] += cfg.contrastive_weight * record["contrastive_loss"]
             record["grad_norm"] = grad_norm
         else:
@@ -370,22 +368,31 @@ class Trainer:
         with autocast(self.ctx.device, cfg.precision):
             out = self.ddp(part["video"], part["ids"], part["labels"], contrastive=self.contrastive is not None,
                            rows=part["rows"])
-            token_sum = caption_loss(out["logits"], out["targets"], reduction="sum")
+            weight = part.get("weight", 1.0)  # 0 for a stand-in
+            token_sum = caption_loss(out["logits"], out["targets"], reduction="sum") * weight
             loss = token_sum * (world / max(step_tokens, 1))
             contrastive = 0.0
             if self.contrastive is not None:
-                c = self.contrastive(out["image_features"], out["text_features"], out["logit_scale"], None, None,
-                                     out.get("logit_bias"))["loss"]
+                # a stand-in adds no rows to the batch the loss gathers from every process; its loss over the
+                # others' rows (held without gradient) still reaches the temperature, as on every process
+                rows = slice(None) if weight else slice(0, 0)
+                c = self.contrastive(out["image_features"][rows], out["text_features"][rows], out["logit_scale"],
+                                     None, None, out.get("logit_bias"))["loss"]
                 loss = loss + c * (cfg.contrastive_weight * world / cfg.grad_accum)
-                contrastive = float(c.detach())
-            weight = part.get("weight", 1.0)  # 0 for a stand-in
-            loss = loss * weight
+                contrastive = float(c.detach())  # the loss over every process's rows: the same everywhere
         self.scaler.scale(loss).backward()
-        return float(token_sum.detach()) * weight, contrastive * weight
+        return float(token_sum.detach()), contrastive
 
     def _update(self) -> float:
         """Clip, step, and keep ``logit_scale`` within CLIP's range; returns the gradient norm before clipping."""
         self.scaler.unscale_(self.optimizer)
+        if self.ctx.distributed and self.contrastive is not None:
+            # the contrastive term is scaled by the world size so that the embeddings, whose gradient each
+            # process holds for its own rows only, get the whole of it after DDP's mean; the temperature and
+            # bias see every logit on every process, so for them that factor is too much
+            for p in (self.model.logit_scale, getattr(self.model, "logit_bias", None)):
+                if p is not None and p.grad is not None:
+                    p.grad.div_(self.ctx.world_size)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip or float("inf")))
         self.scaler.step(self.optimizer)
