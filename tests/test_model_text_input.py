@@ -51,3 +51,10 @@ def test_a_vocabulary_smaller_than_the_tokenizer_is_refused_at_first_use():
     model = mv.create_model("mammut-video-tiny", text={"vocab_size": 10})  # the CLIP BPE tokenizer has 49,408
     with pytest.raises(ConfigError, match="has 49408 tokens but the model's vocabulary only 10"):
         model.caption(torch.randn(1, 3, 2, 112, 112))  # was an IndexError from the embedding table
+
+
+def test_shapes_on_the_meta_device_with_another_input_dtype():
+    with torch.device("meta"):
+        model = mv.create_model("mammut-video-tiny", num_frames=2)
+    x = torch.randn(1, 3, 2, 112, 112, device="meta", dtype=torch.bfloat16)
+    assert model.encode_video(x).tokens.shape == (1, 50, 192)  # autocast has no "meta": that check is skipped

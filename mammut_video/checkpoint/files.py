@@ -166,10 +166,17 @@ def atomic_directory(
         raise
 
 
+def _current_folder() -> Path:
+    try:
+        return Path.cwd().resolve()
+    except FileNotFoundError:  # the folder this process started in was deleted: it holds nothing to protect
+        return Path("/nonexistent-current-folder")
+
+
 def check_replaceable(out_dir: Path, foreign: Callable[[Path], list[str]] | None = None) -> None:
     """Raise :class:`CheckpointError` unless ``out_dir`` is absent, empty, or holds only what ``foreign`` allows
     (and is not the current folder or one above it, which the swap that publishes a checkpoint would move)."""
-    if Path.cwd().resolve().is_relative_to(out_dir.resolve()):
+    if _current_folder().is_relative_to(out_dir.resolve()):
         raise CheckpointError(f"{out_dir}: is the current folder (or holds it), which cannot be replaced; give the "
                               "checkpoint a folder of its own, such as ckpt/")
     if not out_dir.exists() and not out_dir.is_symlink():

@@ -183,7 +183,9 @@ class VideoEncoder(nn.Module):
             raise ConfigError(f"frames of {x.shape[3]}x{x.shape[4]} are smaller than one patch of this model; "
                               f"{hint}")
         dtype = self.proj.dtype
-        return x if x.dtype == dtype or torch.is_autocast_enabled(x.device.type) else x.to(dtype)
+        if x.dtype == dtype or (x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type)):
+            return x
+        return x.to(dtype)
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
         """Visual tokens (B, N, D) -> embedding (B, E): mean over all tokens incl. CLS, ln_post, proj."""
