@@ -127,6 +127,19 @@ def test_run_sharded_reports_a_failure_before_it_raises(monkeypatch: pytest.Monk
     assert time.monotonic() - started < 5
 
 
+class _NoStore:
+    """A result store that keeps nothing and has nothing finished."""
+
+    def finished(self) -> set[str]:
+        return set()
+
+    def append(self, results: list[dict]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 class _RecordingBar:
     """A stand-in progress display that keeps what it was told."""
 
@@ -150,16 +163,6 @@ def test_run_sharded_shows_the_failures_so_far_on_the_bar(monkeypatch: pytest.Mo
     bar = _RecordingBar()
     monkeypatch.setattr(loop, "progress", lambda *a, **k: bar)
 
-    class Store:
-        def finished(self) -> set[str]:
-            return set()
-
-        def append(self, results: list[dict]) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
     class Unit:
         keys = ["a", "b", "c"]
 
@@ -173,7 +176,7 @@ def test_run_sharded_shows_the_failures_so_far_on_the_bar(monkeypatch: pytest.Mo
 
     made: list[tuple] = []
     monkeypatch.setattr(loop, "progress", lambda *a, **k: made.append(a) or bar)
-    stats = loop.run_sharded([Unit()], work, Store(), DistContext(), desc="t")
+    stats = loop.run_sharded([Unit()], work, _NoStore(), DistContext(), desc="t")
     assert stats.failed == 1 and bar.done == 3
     assert bar.postfixes == [{"failed": 1}, {"failed": 1}]  # from the bad input on, never before it
     assert made[0][1] == "t"
@@ -188,16 +191,6 @@ def test_run_sharded_under_torchrun_says_the_bar_is_rank_0s_share(monkeypatch: p
     monkeypatch.setattr(ctx, "barrier", lambda: None)
     monkeypatch.setattr(ctx, "gather", lambda values: values * 2)  # both ranks did the same
 
-    class Store:
-        def finished(self) -> set[str]:
-            return set()
-
-        def append(self, results: list[dict]) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
     class Unit:
         def __init__(self, key: str) -> None:
             self.keys = [key]
@@ -205,5 +198,5 @@ def test_run_sharded_under_torchrun_says_the_bar_is_rank_0s_share(monkeypatch: p
         def restrict(self, keys: list[str]) -> "Unit":
             return self
 
-    loop.run_sharded([Unit("a"), Unit("b")], lambda units: iter([([{}], len(units))]), Store(), ctx, desc="eval")
+    loop.run_sharded([Unit("a"), Unit("b")], lambda units: iter([([{}], len(units))]), _NoStore(), ctx, desc="eval")
     assert made[0][:2] == (1, "eval (rank 0's share, 1/2)")

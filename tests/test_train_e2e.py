@@ -129,6 +129,15 @@ def test_resume_after_sigkill_reproduces_the_uninterrupted_run(data: dict, tmp_p
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def _torchrun_2(args: list[str]) -> None:
+    """``mammut-video ARGS`` in 2 processes (torchrun, gloo); fails the test with their stderr."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_two_processes_equal_one_with_the_same_global_batch(data: dict, tmp_path: Path) -> None:
     """2 processes x 2 samples == 1 process x 2 micro-batches of 2 (DDP, gloo); contrastive weight 0 at
@@ -136,11 +145,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(data: dict, tmp_path
     one, two = tmp_path / "one", tmp_path / "two"
     steps = ["--steps", "3", "--cache-clips"]
     assert main(_args(data, one, *steps, "--grad-accum", "2")) == 0
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", *_args(data, two, *steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    _torchrun_2(_args(data, two, *steps))
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
     assert [r["samples"] for r in _records(two)] == [4, 4, 4]
     assert not list(two.glob("*rank*"))  # rank 0 alone writes
@@ -153,11 +158,7 @@ def test_two_processes_equal_one_when_a_clip_fails_on_one_of_them(data: dict, tm
     one, two = tmp_path / "one", tmp_path / "two"
     steps = ["--steps", "3", "--batch-size", "2"]
     assert main(_args(data, one, *steps, "--grad-accum", "2")) == 0
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", *_args(data, two, *steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    _torchrun_2(_args(data, two, *steps))
     assert sum(r["samples"] for r in _records(one)) == 5 and _records(one)[-1]["failed_samples"] == 1
     assert [r["samples"] for r in _records(two)] == [r["samples"] for r in _records(one)]
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
@@ -170,11 +171,7 @@ def test_two_processes_equal_one_with_the_contrastive_pass_and_a_failing_clip(da
     one, two = tmp_path / "one", tmp_path / "two"
     steps = ["--steps", "3", "--batch-size", "2", "--contrastive-weight", "0.5"]
     assert main(_args(data, one, *steps)) == 0  # one micro-batch of 2 == 2 processes x 1, gathered
-    torchrun = Path(sys.executable).parent / "torchrun"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "mammut_video", *_args(data, two, *steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
+    _torchrun_2(_args(data, two, *steps))
     assert _records(one)[-1]["failed_samples"] == 1
     for key in ("loss", "contrastive_loss", "grad_norm"):
         assert [r[key] for r in _records(two)] == pytest.approx([r[key] for r in _records(one)], rel=1e-4), key
