@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 class CaptionConfig:
     """Videos to caption: files and folders (walked recursively). ``start`` / ``end`` (seconds)
     apply to every file and are checked here, before any work (finite, start >= 0, end > start).
-    ``num_beams`` 1 is greedy decoding. ``precision``: fp32 / bf16 / fp16 autocast, None for the device's default (fp32 on the CPU, bf16 on CUDA). ``compile``:
-    torch.compile the encoder and the decoder's cached step (same captions; the first batches pay
-    the compilation)."""
+    ``num_beams`` 1 is greedy decoding. ``precision``: fp32 / bf16 / fp16 autocast, None for the
+    device's default (fp32 on the CPU, bf16 on CUDA). ``compile``: torch.compile the encoder and
+    the decoder's cached step (same captions; the first batches pay the compilation)."""
 
     inputs: list[str | Path]
     checkpoint: str | Path

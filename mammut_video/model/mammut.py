@@ -297,9 +297,9 @@ class MammutVideo(nn.Module):
         """Score every candidate answer for every question by decoder likelihood.
 
         video (B, C, T, H, W); Q questions, question q being about clip ``clip_index[q]`` (default:
-        clip q, so Q == B; a single string is one question); K candidates -> (Q, K) on the CPU: the summed log-probability of the
-        candidate's tokens plus the final EOT after the QA prompt (divided by that token count
-        when ``length_normalize``).
+        clip q, so Q == B; a single string is one question); K candidates -> (Q, K) on the CPU:
+        the summed log-probability of the candidate's tokens plus the final EOT after the QA prompt
+        (divided by that token count when ``length_normalize``).
 
         Work is shared as far as it is exact: each clip goes through the video encoder ONCE and its
         cross-attention K/V are computed once and read in place by all its questions and

@@ -375,8 +375,8 @@ class Trainer:
             if self.contrastive is not None:
                 # a stand-in adds no rows to the batch the loss gathers from every process; its loss over the
                 # others' rows (held without gradient) still reaches the temperature, as on every process
-                rows = slice(None) if weight else slice(0, 0)
-                c = self.contrastive(out["image_features"][rows], out["text_features"][rows], out["logit_scale"],
+                pairs = slice(None) if weight else slice(0, 0)
+                c = self.contrastive(out["image_features"][pairs], out["text_features"][pairs], out["logit_scale"],
                                      None, None, out.get("logit_bias"))["loss"]
                 loss = loss + c * (cfg.contrastive_weight * world / cfg.grad_accum)
                 contrastive = float(c.detach())  # the loss over every process's rows: the same everywhere
