@@ -66,6 +66,11 @@ def _listing(dirs: Sequence[ScannedDir], limit: int = 25) -> str:
     return f"  {shown}{more}"
 
 
+def in_other_dataset(folder: Path, root: Path, avoid: str | None) -> bool:
+    """Whether ``folder``'s path below ``root`` names ``avoid`` (another dataset, for a root holding several)."""
+    return avoid is not None and avoid in str(folder.relative_to(root)).lower()
+
+
 def find_annotation(root: Path, names: Sequence[str], what: str,
                     scanned: list[ScannedDir] | None = None, avoid: str | None = None) -> Path:
     """The annotation file under ``root`` whose name comes first in ``names`` (case-insensitive).
@@ -79,7 +84,7 @@ def find_annotation(root: Path, names: Sequence[str], what: str,
     rank = {n.lower(): i for i, n in enumerate(names)}
     best: tuple[bool, int, int, str] | None = None
     for d in scanned:
-        other = avoid is not None and avoid in str(d.path.relative_to(root)).lower()
+        other = in_other_dataset(d.path, root, avoid)
         for name in d.files:
             r = rank.get(name.lower())
             if r is not None:

@@ -32,7 +32,14 @@ from mammut_video.data.files import (
     read_text,
     record_labels,
 )
-from mammut_video.data.layout import VIDEO_EXTENSIONS, VideoIndex, custom_video_path, find_annotation, find_video_dir
+from mammut_video.data.layout import (
+    VIDEO_EXTENSIONS,
+    VideoIndex,
+    custom_video_path,
+    find_annotation,
+    find_video_dir,
+    in_other_dataset,
+)
 from mammut_video.data.msvd import MAPPING_FILE, read_youtube_mapping, vid_number
 from mammut_video.data.records import QARecord, QASplit, question_type
 from mammut_video.errors import ConfigError
@@ -200,7 +207,8 @@ def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
         except DatasetNotFoundError:
             looked = list(dict.fromkeys([*looked, data_root]))
     hint = ""
-    if _in_msrvtt_folder(annotation_file, data_root):
+    if data_root is not None and annotation_file.is_relative_to(data_root) \
+            and in_other_dataset(annotation_file.parent, data_root, _OTHER["msvd-qa"]):
         hint = (f" {annotation_file} lies in a folder named for MSR-VTT (taken as no MSVD file was found): "
                 "is --data-root the MSVD folder?")
     raise DatasetNotFoundError(
@@ -208,10 +216,6 @@ def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
         f"{', '.join(map(str, looked))}" + (" (and under it)" if data_root is not None else "")
         + ". Put it beside the QA files or under --data-root." + hint)
 
-
-def _in_msrvtt_folder(path: Path, root: Path | None) -> bool:
-    """Whether a folder of ``path`` below ``root`` names MSR-VTT (as ``find_annotation``'s ``avoid`` sees it)."""
-    return root is not None and path.is_relative_to(root) and "msrvtt" in str(path.parent.relative_to(root)).lower()
 
 
 def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = None,
