@@ -217,7 +217,6 @@ def find_mapping(annotation_file: Path, data_root: Path | None) -> Path:
         + ". Put it beside the QA files or under --data-root." + hint)
 
 
-
 def load_qa(dataset: str, split: str = "test", data_root: str | Path | None = None,
             annotations: str | Path | None = None, videos: str | Path | None = None) -> QASplit:
     """Load a QA split and locate its videos.
