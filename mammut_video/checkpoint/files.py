@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from mammut_video.errors import MammutVideoError
-from mammut_video.runtime.rundir import file_mode
+from mammut_video.runtime.rundir import file_in_the_way, file_mode
 
 StateDict = dict[str, torch.Tensor]
 
@@ -180,9 +180,9 @@ def check_replaceable(out_dir: Path, foreign: Callable[[Path], list[str]] | None
         raise CheckpointError(f"{out_dir}: is the current folder (or holds it), which cannot be replaced; give the "
                               "checkpoint a folder of its own, such as ckpt/")
     if not out_dir.exists() and not out_dir.is_symlink():
-        above = next((p for p in out_dir.parents if p.exists()), None)
-        if above is not None and not above.is_dir():
-            raise CheckpointError(f"{out_dir}: {above} is a file, not a folder")
+        blocked = file_in_the_way(out_dir)
+        if blocked is not None:
+            raise CheckpointError(f"{out_dir}: {blocked} is a file, not a folder")
         return
     if out_dir.is_symlink() or not out_dir.is_dir():
         raise CheckpointError(f"{out_dir}: exists and is not a directory (or is a symbolic link); "

@@ -219,13 +219,11 @@ def read_settings(out_dir: str | os.PathLike) -> dict | None:
     return data
 
 
-def _check_folder_path(out_dir: Path) -> None:
-    """:class:`RunDirError` when ``out_dir``, or the nearest of its parents that exists, is not a folder."""
-    for path in (out_dir, *out_dir.parents):
-        if path.exists():
-            if not path.is_dir():
-                raise RunDirError(f"{path} is a file, not a folder")
-            return
+def file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing one of ``folder`` and its parents when it is a file, not a folder (then
+    ``folder`` cannot be created); None when the path is clear."""
+    nearest = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
 
 
 def _make_folder(out_dir: Path) -> None:
@@ -246,7 +244,9 @@ def check_run_dir(out_dir: Path, results: list[Path], settings: dict | None, res
     """
     if resume and overwrite:
         raise ConfigError("--resume and --overwrite contradict each other: pass one of them")
-    _check_folder_path(out_dir)
+    blocked = file_in_the_way(out_dir)
+    if blocked is not None:
+        raise RunDirError(f"{blocked} is a file, not a folder")
     found = [p for p in results if p.exists() and (p.is_dir() or p.stat().st_size > 0)]
     if not found or overwrite:
         return True
