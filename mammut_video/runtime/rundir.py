@@ -199,8 +199,8 @@ def settings_differences(before: dict, now: dict) -> list[str]:
 
 def unrecorded_settings(before: dict, now: dict) -> list[str]:
     """The settings of ``now`` that an earlier version left out of ``before`` (not checked on resume)."""
-    a = _flatten(before)
-    return [k for k in sorted(_flatten(now)) if _unrecorded(k, a) and _flatten(now)[k] is not None]
+    a, b = _flatten(before), _flatten(now)
+    return [k for k in sorted(b) if _unrecorded(k, a) and b[k] is not None]
 
 
 def read_settings(out_dir: str | os.PathLike) -> dict | None:

@@ -421,8 +421,7 @@ class Trainer:
             new = path not in self.failed_paths
             self.failed_paths.add(path)
             if self.log_file is not None:
-                self.log_file.write({"kind": "failed_clip", "step": self.position.step, "path": path, "error": error,
-                                     "data": "training"})
+                self.log_file.failed_clip(self.position.step, path, error, "training")
                 if new:
                     log.warning("skipped a clip that cannot be decoded (%d so far): %s", len(self.failed_paths), error)
 
@@ -482,8 +481,7 @@ class Trainer:
             log.warning("validation clip skipped, it cannot be decoded (its %s scored as wrong): %s",
                         "questions" if self.task == "qa" else "captions", error)
             if self.log_file is not None:
-                self.log_file.write({"kind": "failed_clip", "step": self.position.step, "path": path, "error": error,
-                                     "data": "validation"})
+                self.log_file.failed_clip(self.position.step, path, error, "validation")
         clips = len(val_clips(self.val))
         if failures and len(failures) > MOST_FAILED * clips:
             self._save()  # the training done so far is kept: --resume continues once the clips are mended

@@ -122,7 +122,7 @@ def _cached(samples: list[Any], frames: int, size: int, config: FinetuneConfig, 
     for path, error in failed:
         log.warning("%s clip skipped, it cannot be decoded: %s", what, error)
         if log_file is not None:
-            log_file.write({"kind": "failed_clip", "step": 0, "path": path, "error": error, "data": what})
+            log_file.failed_clip(0, path, error, what)
     _log(ctx, "%s: %d clips decoded once and kept in memory (%.0f MB)", what, len(cache.frames), cache.nbytes() / 2**20)
     return [s for s in samples if s in cache], cache, failed
 

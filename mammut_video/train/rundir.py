@@ -83,6 +83,10 @@ class MetricsLog:
         self.records.append(record)
         self._writer.write([record])
 
+    def failed_clip(self, step: int, path: str, error: str, data: str) -> None:
+        """The record of a clip that could not be decoded; ``data``: "training" or "validation"."""
+        self.write({"kind": "failed_clip", "step": step, "path": path, "error": error, "data": data})
+
     def close(self) -> None:
         self._writer.close()
 
