@@ -262,15 +262,97 @@ def test_generation_takes_vocabulary_logits_at_the_last_position_only(decoder, m
 
 
 @pytest.mark.slow
-def test_compiled_steps_give_the_same_tokens(decoder):
+def test_compiled_steps_give_the_same_tokens_and_refuse_changed_weights(decoder, capfd):
+    """The CPU's default compile (inductor freezing + max-autotune) gives the eager tokens for any mix of
+    rows per clip, batch size and beams, quietly (autotuning prints its kernel timings otherwise); its
+    weights are frozen into it, so changing them afterwards is refused until compile_steps() is called
+    again, which then compiles with the new weights."""
     import copy
+
+    import torch._inductor.config as inductor_config
+
+    from mammut_video.errors import ConfigError
 
     compiled = copy.deepcopy(decoder)
     compiled.compile_steps()
     kv = _kv(decoder, 3, seed=5)
-    for num_beams in (1, 3):
-        kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8, num_beams=num_beams)
-        assert generate(compiled, kv, PROMPTS, **kwargs) == generate(decoder, kv, PROMPTS, **kwargs)
+    prompts = PROMPTS + [[48, 7], [48, 2, 2, 2]]
+    capfd.readouterr()
+    with inductor_config.patch(fx_graph_cache=False, autotune_local_cache=False):  # autotune here, not from a cache
+        for clip_index, num_beams in [([0, 1, 2], 1), ([0, 1, 2], 3), ([2, 2, 0, 1, 2], 1), ([1, 1, 1, 0, 0], 2)]:
+            kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8, num_beams=num_beams, clip_index=clip_index)
+            some = prompts[: len(clip_index)]
+            assert generate(compiled, kv, some, **kwargs) == generate(decoder, kv, some, **kwargs)
+    assert capfd.readouterr().err == ""
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 rounds both alike: as near to fp32 as eager
+        bf16 = {d: _step_logits(d, kv) for d in (compiled, decoder)}
+    fp32 = _step_logits(decoder, kv)
+    assert (bf16[compiled] - fp32).abs().max() <= 2 * (bf16[decoder] - fp32).abs().max() + 1e-3
+    with torch.no_grad():
+        compiled.lm_head.mul_(-1.0)
+    with pytest.raises(ConfigError, match="weights changed after its compiled step froze them"):
+        generate(compiled, kv, PROMPTS, eos_id=EOS, pad_id=PAD, max_new_tokens=4)
+    compiled.compile_steps()
+    changed = copy.deepcopy(decoder)
+    with torch.no_grad():
+        changed.lm_head.mul_(-1.0)
+    kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8)
+    assert generate(compiled, kv, PROMPTS, **kwargs) == generate(changed, kv, PROMPTS, **kwargs)
+    assert generate(compiled, kv, PROMPTS, **kwargs) != generate(decoder, kv, PROMPTS, **kwargs)
+
+
+def _step_logits(decoder, kv) -> torch.Tensor:
+    """Float logits (4, B, vocab) of four cached steps after PROMPTS, one clip per prompt."""
+    from mammut_video.model.generation import left_pad
+
+    ids, valid = left_pad(PROMPTS, PAD, torch.device("cpu"))
+    with torch.no_grad():
+        cache = decoder.empty_cache(len(PROMPTS), ids.shape[1] + 4, ids.device)
+        _, cache = decoder.generative_states(ids, kv, cache, valid)
+        steps = []
+        for token in (5, 6, 7, 8):
+            states, cache = decoder.generative_states(torch.full((len(PROMPTS), 1), token), kv, cache)
+            steps.append(decoder.logits(states[:, -1]).float())
+    return torch.stack(steps)
+
+
+def test_a_new_mix_of_rows_per_clip_does_not_compile_the_step_again(decoder):
+    """The eval answers 64 questions at a time whatever clips they are about: every batch has its own
+    rows per clip, batch size and prompt length. The compiled step reads the rows as tensors
+    (RowGrid) and its sizes become dynamic, so a few compilations (sizes 1 and 2+ are compiled
+    apart) serve every later batch (before: a compilation per batch until torch's recompile limit
+    of 8, then eager steps for the rest)."""
+    import copy
+
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    compiled = copy.deepcopy(decoder)
+    compiled.compile_steps(backend=counter)
+    kv = _kv(decoder, 4, seed=3)
+    batches = [[0], [0, 0, 1, 3], [2, 2, 2], [1, 0], [0, 1, 1, 1, 1], [3, 0, 0, 2, 2, 1], [0, 1, 1, 1, 2, 2],
+               [3], [0, 0, 0, 0, 0, 1, 2, 3, 3], [0, 1], [1, 1, 3, 3, 3]]
+    compiled_after: list[int] = []
+    for rerun in (0, 1):
+        for i, clip_index in enumerate(batches):
+            prompts = [[48] + [3] * ((i + q + rerun) % 4) for q in range(len(clip_index))]
+            kwargs = dict(eos_id=-1, pad_id=PAD, max_new_tokens=3 + (i + rerun) % 3, clip_index=clip_index)
+            assert generate(compiled, kv, prompts, **kwargs) == generate(decoder, kv, prompts, **kwargs)
+        compiled_after.append(counter.frame_count)
+    assert compiled_after[0] <= 4 and compiled_after[1] == compiled_after[0], compiled_after
+
+
+@pytest.mark.parametrize("length", [1, 3])
+def test_grid_attention_equals_the_attention_per_clip(decoder, length):
+    from mammut_video.model.decoder import RowGrid
+
+    attn = decoder.cross_attn[0].attn
+    kv = _kv(decoder, 4, seed=1)[0]
+    rows = (2, 0, 3, 1)
+    q = torch.randn(sum(rows), CFG.heads, length, CFG.width // CFG.heads)
+    with torch.no_grad():
+        torch.testing.assert_close(attn.attend_clips(q, kv, RowGrid.of(rows, q.device)), attn.attend_clips(q, kv, rows),
+                                   atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_tokens", [1, 8, 12, 20])
@@ -330,7 +412,8 @@ def test_compiled_steps_are_only_the_one_token_steps(decoder, monkeypatch):
         seen.append(tuple(ids.shape))
         return decoder._extend(ids, cross, cache, valid, slots)
 
-    monkeypatch.setattr(decoder, "_compiled_extend", recording)
+    monkeypatch.setattr(decoder, "_compile", {})
+    monkeypatch.setattr(decoder, "_compiled_step", lambda device: recording)
     monkeypatch.setattr(decoder_module, "PREFILL_CHUNK_TOKENS", 4)
     prompts = [[48, 3, 4], [48], [48, 10, 11, 12, 13], [48, 5]]
     generate(decoder, _kv(decoder, 4), prompts, eos_id=-1, max_new_tokens=4, num_beams=1)

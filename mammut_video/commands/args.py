@@ -88,7 +88,9 @@ def add_compile(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--compile", action="store_true",
                        help="compile the video encoder (and, for commands that generate text, the decoder's cached "
                             "step) with torch.compile: the first batches pay the compilation (minutes on a CPU), "
-                            "the outputs are the same; worth it on a GPU for long runs (default: off)")
+                            "the outputs are the same. On a CPU the decoder's step gets its weights frozen in: "
+                            "generating for one clip about 1.6x faster, about 1.3 GB more memory for B-16 "
+                            "(default: off)")
 
 
 def add_inference_runtime(group: argparse._ArgumentGroup) -> None:

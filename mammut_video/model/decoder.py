@@ -25,6 +25,7 @@ the clip, questions and beams alike (:class:`ClipKV`): never copied per row.
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ class ClipKV:
 
     kv: list[KV]
     rows: tuple[int, ...]
+    grid: RowGrid | None = None  # the rows as tensors, for compiled steps (:meth:`with_grid`)
 
     @classmethod
     def of(cls, cross_kv: CrossKV, batch: int) -> ClipKV:
@@ -70,6 +72,43 @@ class ClipKV:
         read = [c for c, n in enumerate(counts) if n]
         c0, c1 = read[0], read[-1] + 1  # clips read by no row between them stay, with 0 rows
         return ClipKV([(k[c0:c1], v[c0:c1]) for k, v in self.kv], tuple(counts[c0:c1]))
+
+    def with_grid(self, device: torch.device) -> ClipKV:
+        """Itself, with its rows laid out as a :class:`RowGrid` (made once, then kept)."""
+        if self.grid is None:
+            self.grid = RowGrid.of(self.rows, device)
+        return self
+
+    @property
+    def layout(self) -> tuple[int, ...] | RowGrid:
+        """How rows read clips: the grid when there is one, else ``rows``."""
+        return self.rows if self.grid is None else self.grid
+
+
+@dataclass
+class RowGrid:
+    """The rows of C clips in a (C, R) grid, R the most rows any clip has, as tensors.
+
+    ``places`` (C, R): the row in each place (B, a row of zeros, where a clip has fewer than R
+    rows); ``where`` (B,): each row's index in ``places.flatten()``. A compiled step reads these
+    instead of the per-clip row counts, which it would have to specialise on (and compile again
+    for every new mix of questions per clip).
+    """
+
+    places: torch.Tensor
+    where: torch.Tensor
+
+    @classmethod
+    def of(cls, rows: tuple[int, ...], device: torch.device) -> RowGrid:
+        width = max(max(rows), 1)
+        places = torch.full((len(rows), width), sum(rows), dtype=torch.long)
+        where = torch.empty(sum(rows), dtype=torch.long)
+        start = 0
+        for c, r in enumerate(rows):
+            places[c, :r] = torch.arange(start, start + r)
+            where[start: start + r] = torch.arange(c * width, c * width + r)
+            start += r
+        return cls(places.to(device), where.to(device))
 
 
 CrossKV = list[KV] | ClipKV  # per-row K/V (batch B, or 1 for all rows), or clips shared by runs of rows
@@ -122,18 +161,32 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=mask, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
-    def attend_clips(self, q: torch.Tensor, kv: KV, rows: tuple[int, ...]) -> torch.Tensor:
+    def attend_clips(self, q: torch.Tensor, kv: KV, rows: tuple[int, ...] | RowGrid) -> torch.Tensor:
         """Unmasked attention of B query rows to C clips: q (B, H, L, hd), kv (C, H, N, hd), ``rows[c]``
-        consecutive rows read clip c -> (B, L, W).
+        consecutive rows read clip c (or the same as a :class:`RowGrid`) -> (B, L, W).
 
         A clip's r rows are folded into one row of r * L queries. That is exact (without a mask no
-        query depends on another) and reads each clip's K/V in place: no (B, H, N, hd) copy.
+        query depends on another) and reads each clip's K/V in place: no (B, H, N, hd) copy. With a
+        grid every clip gets R rows' worth of queries (rows of zeros fill the gaps, their outputs
+        dropped): one attention call whatever the row counts.
         """
+        if isinstance(rows, RowGrid):
+            return self.out_proj(_grid_attend(q, kv, rows))
         if len(set(rows)) == 1:
             return self.out_proj(_fold_attend(q, kv, rows[0]))
         parts = [_fold_attend(q_c, (kv[0][c: c + 1], kv[1][c: c + 1]), r)
                  for c, (q_c, r) in enumerate(zip(q.split(list(rows)), rows)) if r > 0]
         return self.out_proj(torch.cat(parts))
+
+
+def _grid_attend(q: torch.Tensor, kv: KV, grid: RowGrid) -> torch.Tensor:
+    """q (B, H, L, hd), kv (C, H, N, hd), rows in a (C, R) grid -> attention output (B, L, H * hd)."""
+    c, r = grid.places.shape
+    _, h, length, d = q.shape
+    placed = torch.cat([q, q.new_zeros(1, h, length, d)])[grid.places.flatten()]  # (C * R, H, L, hd)
+    folded = placed.view(c, r, h, length, d).transpose(1, 2).reshape(c, h, r * length, d)
+    out = F.scaled_dot_product_attention(folded, kv[0], kv[1])  # (C, H, R * L, hd)
+    return out.view(c, h, r, length, d).permute(0, 2, 3, 1, 4).reshape(c * r, length, h * d)[grid.where]
 
 
 def _fold_attend(q: torch.Tensor, kv: KV, r: int) -> torch.Tensor:
@@ -179,8 +232,9 @@ class Block(nn.Module):
         """Cross-attention keys/values from mapped visual tokens (B, N, W)."""
         return self.attn.project_kv(self.ln_1_kv(image_embs))
 
-    def forward_cross(self, x: torch.Tensor, kv: KV, rows: tuple[int, ...]) -> torch.Tensor:
-        """Cross-attention block. x (B, L, W); kv (C, H, N, hd) of C clips, ``rows[c]`` rows read clip c."""
+    def forward_cross(self, x: torch.Tensor, kv: KV, rows: tuple[int, ...] | RowGrid) -> torch.Tensor:
+        """Cross-attention block. x (B, L, W); kv (C, H, N, hd) of C clips, ``rows[c]`` rows read clip c
+        (or the same as a :class:`RowGrid`)."""
         x = x + self.attn.attend_clips(self.attn.project_q(self.ln_1(x)), kv, rows)
         return self._mlp(x)
 
@@ -249,7 +303,9 @@ class TextDecoder(nn.Module):
         self.lm_head = nn.Parameter(torch.empty(cfg.width, cfg.vocab_size))
         self.grad_checkpointing = False  # recompute each block in the backward pass instead of storing it
         self.init_parameters()
-        self._compiled_extend: Callable | None = None  # set by compile_steps()
+        self._compile: dict[str, Any] | None = None  # torch.compile's arguments, once compile_steps() is called
+        self._compiled_extend: Callable | None = None  # made at the first step after compile_steps()
+        self._frozen: list[tuple[int, int]] | None = None  # the weights frozen into it (data_ptr, version)
 
     def init_parameters(self) -> None:
         # open_clip's text-tower init. openMaMMUT zero-initialises the vocab head; a random head is
@@ -368,8 +424,8 @@ class TextDecoder(nn.Module):
         if past is None:
             return self._fresh(ids, cross, valid)
         slots = past.claim(n, ids.device)
-        if n == 1:  # a generation step: the same shapes every time, compiled after compile_steps()
-            return (self._compiled_extend or self._extend)(ids, cross, past, valid, slots), past
+        if n == 1 and valid is None and self._compile is not None:  # a generation step, compiled
+            return self._compiled_step(ids.device)(ids, cross.with_grid(ids.device), past, None, slots), past
         # a prompt (eager: its shapes change with every batch), in row chunks written into the same
         # cache when it is long, so that its activations (the MLP's 4x-wide hidden states above all)
         # take a bounded amount of memory beside the cache
@@ -445,17 +501,56 @@ class TextDecoder(nn.Module):
             new_kv.append(kv)
             if self.has_cross(i):
                 j = i // self.cross_attn_ratio
-                x = self.run_block(self.cross_attn[j].forward_cross, x, cross.kv[j], cross.rows)
+                x = self.run_block(self.cross_attn[j].forward_cross, x, cross.kv[j], cross.layout)
         return self.ln_final(x), new_kv
 
-    def compile_steps(self, **compile_kwargs: object) -> None:
-        """Compile the generation step (one new token per row into the cache) with ``torch.compile``;
-        the first calls pay the compilation. Off until called. Prompts stay eager: their shapes
-        change with every batch, and each new shape would be compiled again.
+    def compile_steps(self, **compile_kwargs: Any) -> None:
+        """Compile the generation step (one new token per row into the cache) with ``torch.compile``
+        from the next step on; the first steps at a new shape pay the compilation. Off until called.
+        Prompts stay eager: their shapes change with every batch.
 
-        Leave inductor's ``freezing`` off: with it (and ``mode="max-autotune"``) a B-16 step measured
-        22 instead of 38 ms on a CPU but its logits were wrong (max |difference| ~6; torch 2.13)."""
-        self._compiled_extend = torch.compile(self._extend, **compile_kwargs)
+        ``compile_kwargs`` go to ``torch.compile``. Without any, a step on the CPU compiles with
+        inductor's ``freezing`` and ``max_autotune``: the weights become constants of the compiled
+        step, packed for its own matrix-vector kernels (a B-16 step at batch 1 measured 22 instead of
+        38 ms here, tools/bench_model.py section f), which keeps a second copy of the decoder's
+        weights. Frozen weights must not change: a step after they did raises :class:`ConfigError`
+        (call this again to compile with the new ones). Elsewhere the default mode is used.
+
+        The clips' row counts reach the compiled step as a :class:`RowGrid`, so a new mix of
+        questions per clip is not a new program; new batch sizes and cache lengths make the batch
+        and length dimensions dynamic after the first change (torch.compile's automatic dynamic).
+        """
+        self._compile = dict(compile_kwargs)
+        self._compiled_extend = None
+        self._frozen = None
+
+    def _compiled_step(self, device: torch.device) -> Callable:
+        """The compiled :meth:`_extend` (made at the first step), refusing weights changed since it froze them."""
+        import torch._inductor.config as inductor_config
+
+        if self._compiled_extend is None:
+            assert self._compile is not None
+            freeze = not self._compile and device.type == "cpu"
+            compiled = torch.compile(self._extend, **(self._compile or ({"mode": "max-autotune"} if freeze else {})))
+            if freeze:  # read while dynamo traces as well as by inductor: torch.compile's options come too late
+                def compiled_step(*args: Any) -> torch.Tensor:
+                    # autotuning would write ~40 lines of kernel timings to stderr at each compilation
+                    with inductor_config.patch(freezing=True, autotune_num_choices_displayed=0,
+                                               max_autotune_report_choices_stats=False), warnings.catch_warnings():
+                        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                        return compiled(*args)
+                self._compiled_extend = compiled_step
+            else:
+                self._compiled_extend = compiled
+            self._frozen = self._weights_stamp() if freeze or inductor_config.freezing else None
+        elif self._frozen is not None and self._frozen != self._weights_stamp():
+            raise ConfigError("the decoder's weights changed after its compiled step froze them: call "
+                              "compile_steps() (or compile_inference()) again to compile with the new weights")
+        return self._compiled_extend
+
+    def _weights_stamp(self) -> list[tuple[int, int]]:
+        # an in-place change (optimizer step, load_state_dict) bumps _version; .to() moves data_ptr
+        return [(p.data_ptr(), p._version) for p in self.parameters()]
 
 
 def _causal_mask(key_valid: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:

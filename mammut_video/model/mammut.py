@@ -231,9 +231,11 @@ class MammutVideo(nn.Module):
 
     def compile_inference(self, **compile_kwargs: Any) -> None:
         """Compile the inference hot paths with ``torch.compile`` (opt-in): the video encoder's
-        ``forward_tokens`` and the decoder's cached pass (every generation step). Outputs stay the
-        same; the first calls at each new shape pay the compilation (minutes on a CPU), so it is
-        worth it for long runs, on a GPU above all. ``compile_kwargs`` go to ``torch.compile``."""
+        ``forward_tokens`` and the decoder's cached pass (every generation step). The tokens stay the
+        same in fp32; the first calls at each new shape pay the compilation (tens of seconds a shape
+        for B-16 on a CPU). ``compile_kwargs`` go to ``torch.compile``; without any, the decoder's
+        step on a CPU has its weights frozen in (faster, more memory, and they must not change
+        afterwards: :meth:`TextDecoder.compile_steps`)."""
         # an instance attribute shadows the method, so every caller of forward_tokens (forward too) gets it
         self.visual.forward_tokens = torch.compile(self.visual.forward_tokens, **compile_kwargs)
         self.text.compile_steps(**compile_kwargs)
