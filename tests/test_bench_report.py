@@ -147,13 +147,14 @@ def test_rows_from_bench_model_json() -> None:
     assert kv.result.startswith("cache **5.0x** (fastest runs: 6.0x) faster")
     assert "100.0 vs 500.0 ms per token" in kv.result
     assert "GB/s" not in kv.result  # the weights' read rate is measured at batch 1 only
+    assert "compiled" not in kv.result  # JSON of a bench_model without the compiled variant
 
 
 def test_rows_of_generation_at_batch_1_rank_and_memory() -> None:
     data = {"preset": "mammut-video-B-16", "threads": 1, "records": [
         {"section": "b", "batch": 1, "new_tokens": 32, "frames": 32, "cache_ms": [1280.0, 1216.0],
          "no_cache_ms": [6400.0, 6080.0], "prefix_rerun_ms": [3200.0, 3000.0], "step_weights_mb": 633.0,
-         "step_read_gbps": 16.66, "read_gbps": 37.6},
+         "step_read_gbps": 16.66, "read_gbps": 37.6, "compiled_cache_ms": [800.0, 760.0]},
         {"section": "d", "candidates": 1000, "source": "MSVD-QA answer list", "questions": 2, "tree_nodes": 1109,
          "prefix_tree_ms": [8000.0, 7240.0], "no_sharing_ms": [12000.0, 11000.0], "tree_gflop": 724.0,
          "matmul_gflops": 107.0},
@@ -163,6 +164,7 @@ def test_rows_of_generation_at_batch_1_rank_and_memory() -> None:
     (kv,) = bench.kv_cache_rows(data, "cmd", MACHINE)
     assert kv.result.startswith("cache **5.0x**") and "reads 633 MB of weights, at >= 16.7 GB/s" in kv.result
     assert "37.6 GB/s" in kv.result
+    assert "with the step compiled (`--compile`): **8.0x** (fastest runs: 8.0x) faster than no cache, 25.0 ms" in kv.result
     (rank,) = bench.rank_rows(data, "cmd", MACHINE)
     assert "1000 candidates: MSVD-QA answer list, 1109 tree nodes" in rank.what and "target >= 3x" in rank.what
     assert rank.result.startswith("tree **1.5x** (fastest runs: 1.5x) faster; medians: 4.00 vs 6.00 s per question")

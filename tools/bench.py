@@ -184,6 +184,9 @@ def kv_cache_rows(data: dict, command: str, machine: str) -> list[Row]:
         result = (f"cache {ratio_text(r['no_cache_ms'], r['cache_ms'])} faster; medians: {r['cache_ms'][0] / n:.1f} "
                   f"vs {r['no_cache_ms'][0] / n:.1f} ms per token (prefix re-run with cached cross-attention K/V: "
                   f"{r['prefix_rerun_ms'][0] / n:.1f})")
+        if "compiled_cache_ms" in r:
+            result += (f"; with the step compiled (`--compile`): {ratio_text(r['no_cache_ms'], r['compiled_cache_ms'])} "
+                       f"faster than no cache, {r['compiled_cache_ms'][0] / n:.1f} ms per token")
         if "step_read_gbps" in r:
             result += (f"; a cached step reads {r['step_weights_mb']:.0f} MB of weights, at >= "
                        f"{r['step_read_gbps']:.1f} GB/s in the fastest run (a plain 512 MiB read: {r['read_gbps']:.1f} "
