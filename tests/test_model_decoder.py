@@ -201,7 +201,7 @@ def test_a_cached_step_compiles_without_graph_breaks(decoder):
 
     from mammut_video.model.decoder import ClipKV
 
-    kv = ClipKV(_image_kv(decoder, 2), (1, 1)).with_grid(torch.device("cpu"))  # as compiled steps get it
+    kv = ClipKV(_image_kv(decoder, 2), (1, 1)).for_compiled_step(torch.device("cpu"))  # as compiled steps get it
     with torch.no_grad():
         cache = decoder.empty_cache(2, 8, torch.device("cpu"))
         decoder.generative_states(torch.tensor([[5, 6, 7], [0, 8, 9]]), kv, cache,

@@ -288,15 +288,22 @@ def test_compiled_steps_give_the_same_tokens_and_refuse_changed_weights(decoder,
         bf16 = {d: _step_logits(d, kv) for d in (compiled, decoder)}
     fp32 = _step_logits(decoder, kv)
     assert (bf16[compiled] - fp32).abs().max() <= 2 * (bf16[decoder] - fp32).abs().max() + 1e-3
-    with torch.no_grad():
-        compiled.lm_head.mul_(-1.0)
+    kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8)
+    with torch.no_grad():  # the vocabulary head is applied after the step, not frozen into it
+        compiled.lm_head.mul_(1.0)
+    assert generate(compiled, kv, PROMPTS, **kwargs) == generate(decoder, kv, PROMPTS, **kwargs)
+
+    def change(d: TextDecoder) -> None:  # weights the step itself reads
+        with torch.no_grad():
+            d.ln_final.weight.mul_(-1.0)
+            d.resblocks[1].mlp.c_fc.bias.add_(1.0)
+
+    change(compiled)
     with pytest.raises(ConfigError, match="weights changed after its compiled step froze them"):
-        generate(compiled, kv, PROMPTS, eos_id=EOS, pad_id=PAD, max_new_tokens=4)
+        generate(compiled, kv, PROMPTS, **kwargs)
     compiled.compile_steps()
     changed = copy.deepcopy(decoder)
-    with torch.no_grad():
-        changed.lm_head.mul_(-1.0)
-    kwargs = dict(eos_id=EOS, pad_id=PAD, max_new_tokens=8)
+    change(changed)
     assert generate(compiled, kv, PROMPTS, **kwargs) == generate(changed, kv, PROMPTS, **kwargs)
     assert generate(compiled, kv, PROMPTS, **kwargs) != generate(decoder, kv, PROMPTS, **kwargs)
 
@@ -340,6 +347,22 @@ def test_a_new_mix_of_rows_per_clip_does_not_compile_the_step_again(decoder):
             assert generate(compiled, kv, prompts, **kwargs) == generate(decoder, kv, prompts, **kwargs)
         compiled_after.append(counter.frame_count)
     assert compiled_after[0] <= 4 and compiled_after[1] == compiled_after[0], compiled_after
+
+
+def test_a_compiled_step_reads_only_the_clips_its_rows_read_and_skips_uneven_grids(decoder):
+    """The eval generates 64 questions at a time with the K/V of the 8 clips of its video batch: the
+    clips no row reads are left out of the grid (a (8, 24) grid for 64 rows would attend 3x the
+    queries), and a grid holding over twice the rows (1 row of one clip beside 60 of another) is
+    not made: that step runs eager."""
+    from mammut_video.model.decoder import ClipKV
+
+    kv = _kv(decoder, 5, seed=1)
+    step = ClipKV(kv, (0, 24, 16, 0, 0)).for_compiled_step(torch.device("cpu"))
+    assert step is not None and step.rows == (24, 16) and tuple(step.layout.places.shape) == (2, 24)
+    assert torch.equal(step.kv[0][0], kv[0][0][1:3])
+    assert ClipKV(kv, (1, 1, 60, 0, 0)).for_compiled_step(torch.device("cpu")) is None
+    once = ClipKV(kv, (1, 1, 1, 1, 1))  # made once per generation, then kept
+    assert once.for_compiled_step(torch.device("cpu")) is once.for_compiled_step(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("length", [1, 3])

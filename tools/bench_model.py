@@ -220,7 +220,9 @@ def bench_generation(model, args, device) -> None:
                 return generate(model.text, model.cross_kv(tokens), sot, eos_id=-1, max_new_tokens=n,
                                 use_cache=False)
 
-            compiled = copy.deepcopy(model.text)  # a copy per shape: each compiles for its own, statically
+            # a copy per batch; the first batch's step compiles with static sizes, the later ones with
+            # dynamic sizes (torch.compile tracks which sizes changed per function, not per copy)
+            compiled = copy.deepcopy(model.text)
             compiled.compile_steps()  # what --compile does (on a CPU: frozen weights, max-autotune)
 
             def compiled_cached() -> list[list[int]]:

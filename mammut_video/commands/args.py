@@ -89,7 +89,7 @@ def add_compile(group: argparse._ArgumentGroup) -> None:
                        help="compile the video encoder (and, for commands that generate text, the decoder's cached "
                             "step) with torch.compile: the first batches pay the compilation (minutes on a CPU), "
                             "the outputs are the same. On a CPU the decoder's step gets its weights frozen in: "
-                            "generating for one clip about 1.6x faster, about 1.3 GB more memory for B-16 "
+                            "generating for one clip about 1.5x faster, about 1.3 GB more memory for B-16 "
                             "(default: off)")
 
 

@@ -28,7 +28,7 @@ import itertools
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -55,7 +55,10 @@ class ClipKV:
 
     kv: list[KV]
     rows: tuple[int, ...]
-    grid: RowGrid | None = None  # the rows as tensors, for compiled steps (:meth:`with_grid`)
+    # set by for_compiled_step() only, on a ClipKV of its own (never copied by dataclasses.replace)
+    _grid: RowGrid | None = field(default=None, init=False, compare=False, repr=False)
+    _step: ClipKV | None = field(default=None, init=False, compare=False, repr=False)
+    _step_made: bool = field(default=False, init=False, compare=False, repr=False)
 
     @classmethod
     def of(cls, cross_kv: CrossKV, batch: int) -> ClipKV:
@@ -73,16 +76,23 @@ class ClipKV:
         c0, c1 = read[0], read[-1] + 1  # clips read by no row between them stay, with 0 rows
         return ClipKV([(k[c0:c1], v[c0:c1]) for k, v in self.kv], tuple(counts[c0:c1]))
 
-    def with_grid(self, device: torch.device) -> ClipKV:
-        """Itself, with its rows laid out as a :class:`RowGrid` (made once, then kept)."""
-        if self.grid is None:
-            self.grid = RowGrid.of(self.rows, device)
-        return self
+    def for_compiled_step(self, device: torch.device) -> ClipKV | None:
+        """These rows as a compiled step reads them: only the clips that rows read (views), with the
+        rows laid out as a :class:`RowGrid`; made at the first call, then kept. None when the grid
+        would hold more than twice as many queries as there are rows (one clip with many rows beside
+        clips with few): such steps run eager rather than attend for the padding."""
+        if not self._step_made:
+            part = self.take_rows(0, sum(self.rows))
+            if len(part.rows) * max(part.rows) <= 2 * sum(part.rows):
+                part._grid = RowGrid.of(part.rows, device)
+                self._step = part
+            self._step_made = True
+        return self._step
 
     @property
     def layout(self) -> tuple[int, ...] | RowGrid:
-        """How rows read clips: the grid when there is one, else ``rows``."""
-        return self.rows if self.grid is None else self.grid
+        """How rows read clips: the grid of a :meth:`for_compiled_step` view, else ``rows``."""
+        return self.rows if self._grid is None else self._grid
 
 
 @dataclass
@@ -92,7 +102,9 @@ class RowGrid:
     ``places`` (C, R): the row in each place (B, a row of zeros, where a clip has fewer than R
     rows); ``where`` (B,): each row's index in ``places.flatten()``. A compiled step reads these
     instead of the per-clip row counts, which it would have to specialise on (and compile again
-    for every new mix of questions per clip).
+    for every new mix of questions per clip). Made on the host once per generation and copied to
+    the device; a plain list of K/V given to each step (not a :class:`ClipKV` kept across steps)
+    would make it again every step.
     """
 
     places: torch.Tensor
@@ -425,8 +437,10 @@ class TextDecoder(nn.Module):
             return self._fresh(ids, cross, valid)
         slots = past.claim(n, ids.device)
         if n == 1 and valid is None and self._compile is not None:  # a generation step, compiled
-            return self._compiled_step(ids.device)(ids, cross.with_grid(ids.device), past, None, slots), past
-        # a prompt (eager: its shapes change with every batch), in row chunks written into the same
+            step_cross = cross.for_compiled_step(ids.device)
+            if step_cross is not None:
+                return self._compiled_step(ids.device)(ids, step_cross, past, None, slots), past
+        # a prompt, or a step whose rows per clip are too uneven for the compiled step's grid (eager: its shapes change with every batch), in row chunks written into the same
         # cache when it is long, so that its activations (the MLP's 4x-wide hidden states above all)
         # take a bounded amount of memory beside the cache
         step = max(1, PREFILL_CHUNK_TOKENS // n)
@@ -510,22 +524,28 @@ class TextDecoder(nn.Module):
         Prompts stay eager: their shapes change with every batch.
 
         ``compile_kwargs`` go to ``torch.compile``. Without any, a step on the CPU compiles with
-        inductor's ``freezing`` and ``max_autotune``: the weights become constants of the compiled
-        step, packed for its own matrix-vector kernels (a B-16 step at batch 1 measured 22 instead of
-        38 ms here, tools/bench_model.py section f), which keeps a second copy of the decoder's
-        weights. Frozen weights must not change: a step after they did raises :class:`ConfigError`
-        (call this again to compile with the new ones). Elsewhere the default mode is used.
+        inductor's ``freezing`` and ``mode="max-autotune"``: the weights become constants of the
+        compiled step, packed for its own matrix-vector kernels (B-16 greedy generation at batch 1:
+        25.8 instead of 39.1 ms per token in the benchmark table), which keeps a second copy of them
+        (B-16's resident size rose 1.35 GB, 0.1 GB without freezing). Frozen weights must not
+        change: a step after they did raises :class:`ConfigError` (call this again to compile with
+        the new ones). Elsewhere the default mode is used.
 
-        The clips' row counts reach the compiled step as a :class:`RowGrid`, so a new mix of
-        questions per clip is not a new program; new batch sizes and cache lengths make the batch
-        and length dimensions dynamic after the first change (torch.compile's automatic dynamic).
+        The clips' row counts reach the compiled step as a :class:`RowGrid`
+        (:meth:`ClipKV.for_compiled_step`), so a new mix of questions per clip is not a new
+        program; new batch sizes and cache lengths make those sizes dynamic after the first change
+        (torch.compile's automatic dynamic shapes, kept per function: a second decoder compiled in
+        the same process starts from the sizes the first one made dynamic).
         """
         self._compile = dict(compile_kwargs)
         self._compiled_extend = None
         self._frozen = None
 
     def _compiled_step(self, device: torch.device) -> Callable:
-        """The compiled :meth:`_extend` (made at the first step), refusing weights changed since it froze them."""
+        """The compiled :meth:`_extend` (made at the first step), refusing weights changed since it froze them.
+
+        The freezing patch is process-wide while a step runs: compiled steps are not meant to run
+        in several threads at once."""
         import torch._inductor.config as inductor_config
 
         if self._compiled_extend is None:
@@ -533,11 +553,13 @@ class TextDecoder(nn.Module):
             freeze = not self._compile and device.type == "cpu"
             compiled = torch.compile(self._extend, **(self._compile or ({"mode": "max-autotune"} if freeze else {})))
             if freeze:  # read while dynamo traces as well as by inductor: torch.compile's options come too late
+                # inductor's own use of a deprecated storage API, once per compilation
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
+
                 def compiled_step(*args: Any) -> torch.Tensor:
                     # autotuning would write ~40 lines of kernel timings to stderr at each compilation
                     with inductor_config.patch(freezing=True, autotune_num_choices_displayed=0,
-                                               max_autotune_report_choices_stats=False), warnings.catch_warnings():
-                        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                                               max_autotune_report_choices_stats=False):
                         return compiled(*args)
                 self._compiled_extend = compiled_step
             else:
@@ -545,12 +567,15 @@ class TextDecoder(nn.Module):
             self._frozen = self._weights_stamp() if freeze or inductor_config.freezing else None
         elif self._frozen is not None and self._frozen != self._weights_stamp():
             raise ConfigError("the decoder's weights changed after its compiled step froze them: call "
-                              "compile_steps() (or compile_inference()) again to compile with the new weights")
+                              "compile_steps() again to compile with the new weights")
         return self._compiled_extend
 
     def _weights_stamp(self) -> list[tuple[int, int]]:
-        # an in-place change (optimizer step, load_state_dict) bumps _version; .to() moves data_ptr
-        return [(p.data_ptr(), p._version) for p in self.parameters()]
+        """(data_ptr, version) of every parameter a step reads (not the vocabulary head, applied after
+        it, nor the clips' K/V norms). An in-place change (optimizer step, ``load_state_dict``) bumps
+        the version and ``.to()`` moves the data; a change through ``.data`` is not seen."""
+        return [(p.data_ptr(), p._version) for name, p in self.named_parameters()
+                if name != "lm_head" and ".ln_1_kv." not in name]
 
 
 def _causal_mask(key_valid: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
