@@ -81,7 +81,8 @@ def test_ask_with_candidates_ranks_them_as_rank_answers(ckpt: Path, realdata: Pa
 
 
 @pytest.mark.parametrize("case", ["bad video", "missing checkpoint", "empty question", "missing candidates",
-                                  "top-k without candidates", "beams with candidates"])
+                                  "top-k without candidates", "beams with candidates", "beams 1 with candidates",
+                                  "max-new-tokens 10 with candidates"])
 def test_ask_bad_input_is_one_line_exit_2(ckpt: Path, folder: Path, tmp_path: Path, capsys, case: str) -> None:
     (tmp_path / "answers.txt").write_text("a dog\na cat\n")
     argv = {"bad video": [str(folder / "nested" / "broken.mp4"), "what?", "--checkpoint", str(ckpt)],
@@ -92,7 +93,13 @@ def test_ask_bad_input_is_one_line_exit_2(ckpt: Path, folder: Path, tmp_path: Pa
             # options that would be ignored silently
             "top-k without candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt), "--top-k", "3"],
             "beams with candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt), "--beams", "3",
-                                      "--candidates", str(tmp_path / "answers.txt")]}[case]
+                                      "--candidates", str(tmp_path / "answers.txt")],
+            # given explicitly, even at their default values
+            "beams 1 with candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt), "--beams", "1",
+                                        "--candidates", str(tmp_path / "answers.txt")],
+            "max-new-tokens 10 with candidates": [str(folder / "a.mp4"), "what?", "--checkpoint", str(ckpt),
+                                                  "--max-new-tokens", "10", "--candidates",
+                                                  str(tmp_path / "answers.txt")]}[case]
     assert main(["ask", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("mammut-video ask: error: ")

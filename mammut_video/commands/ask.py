@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     gen.add_argument("--top-k", type=positive_int, metavar="K",
                      help="with --candidates: how many of the best candidates to list (default: 5)")
     add_generation(gen, ASK_MAX_NEW_TOKENS)
+    p.set_defaults(beams=None, max_new_tokens=None)  # None: not given, so that --candidates can refuse them
     add_segment(gen)
     p.add_argument("--json", action="store_true",
                    help='print one JSON object per question: {"question", "answer"} and, with --candidates, '
@@ -47,11 +48,12 @@ def run_ask(args: argparse.Namespace) -> int:
 
     if args.candidates is None and args.top_k is not None:
         raise ConfigError("--top-k lists the best of ranked candidates: give them with --candidates FILE")
-    if args.candidates is not None and (args.beams != 1 or args.max_new_tokens != ASK_MAX_NEW_TOKENS):
+    if args.candidates is not None and (args.beams is not None or args.max_new_tokens is not None):
         raise ConfigError("--beams and --max-new-tokens shape generated answers; --candidates ranks given ones "
                           "instead: drop one or the other")
     config = AskConfig(args.video, args.questions, args.checkpoint, candidates=args.candidates, frames=args.frames,
-                       start=args.start, end=args.end, num_beams=args.beams, max_new_tokens=args.max_new_tokens,
+                       start=args.start, end=args.end, num_beams=args.beams or 1,
+                       max_new_tokens=args.max_new_tokens or ASK_MAX_NEW_TOKENS,
                        top_k=args.top_k or 5, device=args.device, precision=args.precision,
                        compile=args.compile)
     for a in ask(config):
