@@ -119,7 +119,7 @@ def test_bad_caption_files_name_the_record(tmp_path):
         load_captions("msvd", "train", annotations=desc, videos=tmp_path)
     csv = tmp_path / "MSRVTT_JSFUSION_test.csv"
     csv.write_text("key,vid_key,video_id,sentence\nret0,msr7010,video7010,a dog\nret1,msr7011,,a cat\n")
-    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv: record 1: missing field 'video_id'"):
+    with pytest.raises(AnnotationError, match=r"MSRVTT_JSFUSION_test.csv: record line 3: missing field 'video_id'"):
         load_retrieval_1ka(annotations=csv, videos=tmp_path)
 
 
@@ -203,6 +203,6 @@ def test_a_video_listed_twice_is_refused(synth, tmp_path):
     video = rows[1].split(",")[2]
     csv = tmp_path / "MSRVTT_JSFUSION_test.csv"
     csv.write_text("\n".join(rows + [f"ret99,msr99,{video},the same video again"]) + "\n")
-    with pytest.raises(AnnotationError, match=rf"MSRVTT_JSFUSION_test.csv: record {len(rows) - 1}: video id "
-                                              rf"'{video}' is also used by record 0"):
+    with pytest.raises(AnnotationError, match=rf"MSRVTT_JSFUSION_test.csv: record line {len(rows) + 1}: video id "
+                                              rf"'{video}' is also used by record line 2"):
         load_retrieval_1ka(annotations=csv, videos=synth["msrvtt"] / "videos")

@@ -222,15 +222,18 @@ def test_malformed_json_and_jsonl_and_csv(tmp_path):
     path.write_text(json.dumps({"video": "a.mp4", "question": "q", "answer": "a"}) + "\n\n{broken\n")
     with pytest.raises(AnnotationError, match=r"test.jsonl: record line 3: malformed JSON"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
-    path = tmp_path / "test.csv"
+    path = tmp_path / "test.csv"  # lines counted as in the file: the header, a quoted cell over two lines, a blank
+    path.write_text('video,question,answer\na.mp4,"what is\nthis?",dog\n\nb.mp4,who?,\n')
+    with pytest.raises(AnnotationError, match=r"test.csv: record line 5: missing field 'answer'"):
+        load_qa("custom", "test", annotations=path, videos=tmp_path)
     path.write_text("video,question,answer,start\na.mp4,what?,dog,1\nb.mp4,who?,,\nc.mp4,how?,x,soon\n")
-    with pytest.raises(AnnotationError, match=r"test.csv: record 1: missing field 'answer'"):
+    with pytest.raises(AnnotationError, match=r"test.csv: record line 3: missing field 'answer'"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     path.write_text("video,question,answer,start\na.mp4,what?,dog,soon\n")
-    with pytest.raises(AnnotationError, match=r"test.csv: record 0: field 'start' must be a number of seconds"):
+    with pytest.raises(AnnotationError, match=r"test.csv: record line 2: field 'start' must be a number of seconds"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     path.write_text("video,question,answer,start,end\na.mp4,what?,dog,3,2\n")
-    with pytest.raises(AnnotationError, match=r"record 0: end \(2.0\) must be after start"):
+    with pytest.raises(AnnotationError, match=r"record line 2: end \(2.0\) must be after start"):
         load_qa("custom", "test", annotations=path, videos=tmp_path)
 
 
@@ -428,7 +431,7 @@ def test_tsv_is_split_on_tabs(synth, tmp_path):
     path.rename(found / "train.tsv")
     assert load_qa("custom", "train", annotations=found, videos=root).annotation_file == found / "train.tsv"
     path.write_text("video\tquestion\tanswer\na.mp4\twhat?\tdog\textra\n")
-    with pytest.raises(AnnotationError, match=r"qa.tsv: record 0 \(line 2\): row has 4 cells but the header has 3"):
+    with pytest.raises(AnnotationError, match=r"qa.tsv: record line 2: row has 4 cells but the header has 3"):
         load_qa("custom", "train", annotations=path, videos=root)
     path = tmp_path / "qa.txt"
     path.write_text("video,question,answer\n")
@@ -487,7 +490,7 @@ def test_segment_bounds_that_are_not_finite_are_refused_at_load(tmp_path, segmen
         load_qa("custom", "test", annotations=path, videos=tmp_path)
     table = tmp_path / "test.csv"
     table.write_text("video,question,answer,start,end\na.mp4,what?,dog,0,nan\n")
-    with pytest.raises(AnnotationError, match=r"test.csv: record 0: end must be a finite number of seconds > 0, got nan"):
+    with pytest.raises(AnnotationError, match=r"test.csv: record line 2: end must be a finite number of seconds > 0, got nan"):
         load_qa("custom", "test", annotations=table, videos=tmp_path)
     captions = tmp_path / "test_captions.jsonl"
     captions.write_text('{"video": "a.mp4", "caption": "a dog", ' + segment + "}\n")

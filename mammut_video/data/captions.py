@@ -246,13 +246,15 @@ def load_retrieval_1ka(split: str = "test", data_root: str | Path | None = None,
     root = Path(data_root) if data_root is not None else None
     ann = _annotation_file("msrvtt 1k-A retrieval", [JSFUSION_TEST], root,
                            Path(annotations) if annotations is not None else None)
+    rows = read_csv(ann)
+    labels = record_labels(rows)
     items = []
-    for i, row in enumerate(read_csv(ann)):
-        f = Fields(ann, i, row)
+    for where, row in zip(labels, rows):
+        f = Fields(ann, where, row)
         items.append((f.str("video_id"), [f.str("sentence").strip()]))
     if not items:
         raise AnnotationError(ann, "no rows")
-    check_unique(ann, ((i, vid) for i, (vid, _) in enumerate(items)), "video id")
+    check_unique(ann, ((where, vid) for where, (vid, _) in zip(labels, items)), "video id")
     video_dir = _video_dir("msrvtt 1k-A videos", [v for v, _ in items], ann, root,
                            Path(videos) if videos is not None else None)
     return _finish("msrvtt-1ka", "test", ann, video_dir, items, ".mp4")

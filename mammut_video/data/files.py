@@ -1,9 +1,10 @@
 """Reading annotation files with errors that name the file and the record.
 
 Every malformed input ends in :class:`AnnotationError` whose message starts with the file
-path and, where one is at fault, the record: its 0-based position in a JSON array or among
-a CSV file's data rows, ``line N`` in a JSON-lines file (:func:`record_labels`). Files are
-read as UTF-8; a leading byte-order mark (Excel's "CSV UTF-8" writes one) is skipped.
+path and, where one is at fault, the record: ``line N`` in a JSON-lines, CSV or TSV file (the
+line in the file, header and blank lines counted), its 0-based position in a JSON array
+(:func:`record_labels`). Files are read as UTF-8; a leading byte-order mark (Excel's "CSV
+UTF-8" writes one) is skipped.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def read_json(path: Path) -> Any:
                                     f"{err.msg}") from None
 
 
-class JsonLines(list[Any]):
-    """The records of a JSON-lines file; ``lines[i]`` is the line (1-based) record ``i`` was read from."""
+class LineRecords(list[Any]):
+    """The records of a file read one per line (JSON lines, CSV, TSV); ``lines[i]`` is the line
+    (1-based) record ``i`` was read from (for a CSV row spanning lines, its last)."""
 
     def __init__(self, records: list[Any], lines: list[int]):
         super().__init__(records)
@@ -59,13 +61,13 @@ class JsonLines(list[Any]):
 
 
 def record_labels(records: list[Any]) -> list[int | str]:
-    """How errors name each record: ``"line N"`` for JSON lines, else the 0-based position."""
-    if isinstance(records, JsonLines):
+    """How errors name each record: ``"line N"`` for records read one per line, else the 0-based position."""
+    if isinstance(records, LineRecords):
         return [f"line {n}" for n in records.lines]
     return list(range(len(records)))
 
 
-def read_jsonl(path: Path) -> JsonLines:
+def read_jsonl(path: Path) -> LineRecords:
     """Records of a JSON-lines file; blank lines are skipped, errors name the line (``record line N``)."""
     out, lines = [], []
     with path.open(encoding=ENCODING) as f:
@@ -78,7 +80,7 @@ def read_jsonl(path: Path) -> JsonLines:
                 raise AnnotationError(path, f"malformed JSON: {err.msg} (column {err.colno})",
                                       record=f"line {lineno}") from None
             lines.append(lineno)
-    return JsonLines(out, lines)
+    return LineRecords(out, lines)
 
 
 @contextmanager
@@ -94,25 +96,27 @@ def reading_errors(path: Path) -> Iterator[None]:
         raise AnnotationError(path, f"cannot be read: {err.strerror or err}") from None
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
-    """Rows of a CSV file with a header line, as dicts; empty cells are dropped. A ``.tsv`` is split on tabs."""
+def read_csv(path: Path) -> LineRecords:
+    """Rows of a CSV file with a header line, as dicts, each with its line; empty cells are dropped.
+    A ``.tsv`` is split on tabs."""
     with reading_errors(path):
         return _read_csv(path)
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
+def _read_csv(path: Path) -> LineRecords:
     with path.open(encoding=ENCODING, newline="") as f:
         reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
         if not reader.fieldnames:
             raise AnnotationError(path, "empty CSV file (expected a header line)")
-        rows = []
-        for i, row in enumerate(reader):
+        rows, lines = [], []
+        for row in reader:
             if None in row:  # more cells than header columns
                 raise AnnotationError(path, f"row has {len(reader.fieldnames) + len(row[None])} cells "
                                             f"but the header has {len(reader.fieldnames)}",
-                                      record=f"{i} (line {reader.line_num})")  # the row index, as Fields names it
+                                      record=f"line {reader.line_num}")
             rows.append({k.strip(): v for k, v in row.items() if v not in (None, "")})
-    return rows
+            lines.append(reader.line_num)
+    return LineRecords(rows, lines)
 
 
 def read_records(path: Path) -> list[Any]:
