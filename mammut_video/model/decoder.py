@@ -440,9 +440,10 @@ class TextDecoder(nn.Module):
             step_cross = cross.for_compiled_step(ids.device)
             if step_cross is not None:
                 return self._compiled_step(ids.device)(ids, step_cross, past, None, slots), past
-        # a prompt, or a step whose rows per clip are too uneven for the compiled step's grid (eager: its shapes change with every batch), in row chunks written into the same
-        # cache when it is long, so that its activations (the MLP's 4x-wide hidden states above all)
-        # take a bounded amount of memory beside the cache
+        # eager: a prompt (its shapes change with every batch), or a step whose rows per clip are too
+        # uneven for the compiled step's grid; in row chunks written into the same cache when it is
+        # long, so that its activations (the MLP's 4x-wide hidden states above all) take a bounded
+        # amount of memory beside the cache
         step = max(1, PREFILL_CHUNK_TOKENS // n)
         if b <= step:
             return self._extend(ids, cross, past, valid, slots), past
