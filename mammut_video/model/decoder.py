@@ -41,6 +41,10 @@ from mammut_video.model.config import TextConfig
 
 KV = tuple[torch.Tensor, torch.Tensor]  # (B, heads, L, head_dim) each
 PREFILL_CHUNK_TOKENS = 256  # a prompt pass over more rows x tokens than this runs in row chunks
+# compilations of the generation step before torch runs it eager: the kinds of step shape (batch, clips
+# read and rows per clip each 1 or more, clip K/V views at offset 0 or further on) came to 7 over 80
+# random eval-like batches, one below torch's default limit of 8
+STEP_RECOMPILE_LIMIT = 32
 Extend = Callable[[KV], KV]  # a layer's new self-attention K/V -> the K/V its queries attend to
 
 
@@ -536,7 +540,9 @@ class TextDecoder(nn.Module):
         (:meth:`ClipKV.for_compiled_step`), so a new mix of questions per clip is not a new
         program; new batch sizes and cache lengths make those sizes dynamic after the first change
         (torch.compile's automatic dynamic shapes, kept per function: a second decoder compiled in
-        the same process starts from the sizes the first one made dynamic).
+        the same process starts from the sizes the first one made dynamic). Sizes of 1 and clip
+        views at an offset are compiled apart, so the step runs under a recompile limit of
+        ``STEP_RECOMPILE_LIMIT`` instead of torch's 8, past which it would run eager.
         """
         self._compile = dict(compile_kwargs)
         self._compiled_extend = None
@@ -547,24 +553,24 @@ class TextDecoder(nn.Module):
 
         The freezing patch is process-wide while a step runs: compiled steps are not meant to run
         in several threads at once."""
+        import torch._dynamo.config as dynamo_config
         import torch._inductor.config as inductor_config
 
         if self._compiled_extend is None:
             assert self._compile is not None
             freeze = not self._compile and device.type == "cpu"
             compiled = torch.compile(self._extend, **(self._compile or ({"mode": "max-autotune"} if freeze else {})))
-            if freeze:  # read while dynamo traces as well as by inductor: torch.compile's options come too late
-                # inductor's own use of a deprecated storage API, once per compilation
+            # freezing is read while dynamo traces as well as by inductor: torch.compile's options come too
+            # late; autotuning would write ~40 lines of kernel timings to stderr at each compilation
+            patches = dict(freezing=True, autotune_num_choices_displayed=0,
+                           max_autotune_report_choices_stats=False) if freeze else {}
+            if freeze:  # inductor's own use of a deprecated storage API, once per compilation
                 warnings.filterwarnings("ignore", message="TypedStorage is deprecated", category=UserWarning)
 
-                def compiled_step(*args: Any) -> torch.Tensor:
-                    # autotuning would write ~40 lines of kernel timings to stderr at each compilation
-                    with inductor_config.patch(freezing=True, autotune_num_choices_displayed=0,
-                                               max_autotune_report_choices_stats=False):
-                        return compiled(*args)
-                self._compiled_extend = compiled_step
-            else:
-                self._compiled_extend = compiled
+            def compiled_step(*args: Any) -> torch.Tensor:
+                with dynamo_config.patch(recompile_limit=STEP_RECOMPILE_LIMIT), inductor_config.patch(**patches):
+                    return compiled(*args)
+            self._compiled_extend = compiled_step
             self._frozen = self._weights_stamp() if freeze or inductor_config.freezing else None
         elif self._frozen is not None and self._frozen != self._weights_stamp():
             raise ConfigError("the decoder's weights changed after its compiled step froze them: call "
